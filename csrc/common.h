@@ -1,0 +1,27 @@
+// Small helpers shared by the CPU kernels.
+#pragma once
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Optional.h>
+
+namespace fastpicard {
+
+// Accumulation type: float32 for float/half/bfloat16 (the kernels' contract), double for double.
+template <typename T> struct acc_type { using type = float; };
+template <> struct acc_type<double> { using type = double; };
+template <typename T> using acc_t = typename acc_type<T>::type;
+
+// Elements below which a kernel stays on the calling thread: a parallel region costs more
+// than it saves on small inputs, and under load OpenMP spin-waiting makes it far worse.
+constexpr int64_t kSerialElements = 1 << 16;
+
+// Per-sample ids (int64, one per row) must lie in [0, num_samples). Checked before any output
+// is written, so an error never leaves an in-place update half done.
+void check_batch_ids(const at::Tensor& batch, int64_t num_samples, const char* name);
+
+// Residual / norm outputs: float32, or float64 when the data is float64.
+inline at::ScalarType stat_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace fastpicard

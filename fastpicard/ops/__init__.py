@@ -1,0 +1,6 @@
+"""Fused ops. Each is one ``torch.ops.fastpicard`` operator (C++ CPU kernel, Triton CUDA
+kernel, fake kernel, autograd) behind a validating Python function."""
+from . import reference
+from .picard_update import picard_update
+
+__all__ = ["picard_update", "reference"]

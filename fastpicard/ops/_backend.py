@@ -1,0 +1,52 @@
+"""Backend choice. By default the torch dispatcher picks the kernel from the tensors' device
+(C++ on CPU, Triton on CUDA); ``backend=`` overrides it for tests and benchmarks."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .. import _ext
+
+BACKENDS = ("cpp", "triton", "reference")
+
+
+def triton_interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve(backend: str | None, device: torch.device, op: str) -> str:
+    """Returns "dispatch" (call torch.ops and let the dispatcher choose), "triton-direct"
+    (launch the Triton kernel on CPU tensors through the interpreter) or "reference"."""
+    if backend is None:
+        return "dispatch" if _ext.available else "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"{op}: backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "reference":
+        return "reference"
+    if not _ext.available and backend == "cpp":
+        raise RuntimeError(f"{op}: backend='cpp' needs the compiled extension, which failed to "
+                           f"load: {_ext.load_error}")
+    if backend == "cpp":
+        if device.type != "cpu":
+            raise ValueError(f"{op}: backend='cpp' runs on CPU tensors, got device {device}")
+        return "dispatch"
+    # triton
+    if not triton_available():
+        raise RuntimeError(f"{op}: backend='triton' needs the triton package")
+    if device.type == "cuda":
+        return "dispatch" if _ext.available else "triton-direct"
+    if device.type == "cpu":
+        if not triton_interpreting():
+            raise RuntimeError(f"{op}: backend='triton' on CPU tensors needs TRITON_INTERPRET=1 "
+                               "set before fastpicard is imported (Triton's CPU interpreter)")
+        return "triton-direct"
+    raise ValueError(f"{op}: backend='triton' does not support device {device}")

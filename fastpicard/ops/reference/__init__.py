@@ -1,0 +1,6 @@
+"""Pure-torch reference implementations of every fastpicard op: the ground truth for tests
+and the fallback when the compiled extension is unavailable. Same signatures and outputs as
+the ``torch.ops.fastpicard`` ops; differentiable through ordinary autograd."""
+from .picard_update import picard_update
+
+__all__ = ["picard_update"]

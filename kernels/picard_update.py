@@ -1,0 +1,139 @@
+"""Triton kernels for the fused smoothed Picard update (the CUDA backend of
+``fastpicard::picard_update``; also runs on CPU tensors under ``TRITON_INTERPRET=1``).
+
+Every program loads x and z once, upcasts to fp32 (fp64 for fp64 data), writes
+x_new = alpha*x + (1-alpha)*z and stores its partial sums of (x_new - x)^2 and x_new^2.
+Partials are combined in a fixed order (a torch sum, or a per-sample segment kernel), so the
+default path uses no float atomics and is deterministic.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+_FLAT_BLOCK = 4096
+_ROW_ELEMS = 4096  # elements per program in the batched kernel
+_SEG_BLOCK = 256
+
+
+@triton.jit
+def _update_flat_kernel(x_ptr, z_ptr, out_ptr, part_ptr, n, n_prog, alpha, beta, frozen_ptr,
+                        HAS_FROZEN: tl.constexpr, WANT_NORM: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+    z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
+    new = alpha * x + beta * z
+    if HAS_FROZEN:
+        fz = tl.load(frozen_ptr) != 0
+        new = tl.where(fz, x, new)
+    tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
+    d = new - x
+    tl.store(part_ptr + pid, tl.sum(d * d, axis=0))
+    if WANT_NORM:
+        tl.store(part_ptr + n_prog + pid, tl.sum(new * new, axis=0))
+
+
+@triton.jit
+def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha, beta, batch_ptr,
+                        frozen_ptr, num_samples, HAS_FROZEN: tl.constexpr,
+                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
+                        BLOCK_D: tl.constexpr):
+    pid = tl.program_id(0)
+    r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rm = r < rows
+    if HAS_FROZEN:
+        b = tl.load(batch_ptr + r, mask=rm, other=0)
+        ok = rm & (b >= 0) & (b < num_samples)  # bad ids are reported by the caller's assert
+        fz = tl.load(frozen_ptr + b, mask=ok, other=0) != 0
+    acc_r = tl.zeros([BLOCK_R], dtype=ACC)
+    acc_n = tl.zeros([BLOCK_R], dtype=ACC)
+    for d0 in range(0, width, BLOCK_D):
+        c = d0 + tl.arange(0, BLOCK_D)
+        m = rm[:, None] & (c < width)[None, :]
+        offs = r[:, None] * width + c[None, :]
+        x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
+        new = alpha * x + beta * z
+        if HAS_FROZEN:
+            new = tl.where(fz[:, None], x, new)
+        tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
+        d = new - x
+        acc_r += tl.sum(d * d, axis=1)
+        if WANT_NORM:
+            acc_n += tl.sum(new * new, axis=1)
+    tl.store(rowsq_ptr + r, acc_r, mask=rm)
+    if WANT_NORM:
+        tl.store(rowsq_ptr + rows + r, acc_n, mask=rm)
+
+
+@triton.jit
+def _segment_sqrt_sum_kernel(val_ptr, order_ptr, seg_ptr, out_ptr, BLOCK: tl.constexpr):
+    """out[s] = sqrt(sum of val[order[i]] for i in [seg[s], seg[s+1])), in a fixed order."""
+    s = tl.program_id(0)
+    start = tl.load(seg_ptr + s)
+    end = tl.load(seg_ptr + s + 1)
+    acc = tl.zeros([BLOCK], dtype=val_ptr.dtype.element_ty)
+    for i in range(start, end, BLOCK):
+        idx = i + tl.arange(0, BLOCK)
+        m = idx < end
+        row = tl.load(order_ptr + idx, mask=m, other=0)
+        acc += tl.load(val_ptr + row, mask=m, other=0.0)
+    tl.store(out_ptr + s, tl.sqrt(tl.sum(acc, axis=0)))
+
+
+def segments(batch: torch.Tensor, num_samples: int):
+    """Rows grouped by sample without a host sync: (stable order, segment offsets [S+1])."""
+    sorted_ids, order = torch.sort(batch, stable=True)
+    bounds = torch.arange(num_samples + 1, device=batch.device, dtype=batch.dtype)
+    seg = torch.searchsorted(sorted_ids, bounds)
+    return order, seg
+
+
+def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out):
+    """Launch the update writing into ``out`` (contiguous, shaped like x). Returns (res, norm)."""
+    x = x.contiguous()
+    z = z.contiguous()
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = tl.float64 if x.dtype == torch.float64 else tl.float32
+    n = x.numel()
+    beta = 1.0 - alpha
+    norm_len = num_samples if return_norm else 0
+    frozen_u8 = frozen.contiguous().view(torch.uint8) if frozen is not None else x  # dummy ptr
+    if batch is None:
+        n_prog = triton.cdiv(n, _FLAT_BLOCK)
+        part = torch.empty((2 if return_norm else 1) * max(n_prog, 1), dtype=acc_dtype,
+                           device=x.device)
+        if n_prog == 0:
+            part.zero_()
+        else:
+            _update_flat_kernel[(n_prog,)](
+                x, z, out, part, n, n_prog, alpha, beta, frozen_u8,
+                HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc, BLOCK=_FLAT_BLOCK)
+        k = max(n_prog, 1)
+        res = part[:k].sum().sqrt().reshape(1)
+        norm = part[k:2 * k].sum().sqrt().reshape(1) if return_norm else part.new_empty(0)
+        return res, norm
+
+    rows = x.shape[0]
+    width = n // rows if rows else 0
+    block_d = min(triton.next_power_of_2(max(width, 1)), 1024)
+    block_r = max(1, _ROW_ELEMS // block_d)
+    rowsq = torch.empty(2 * rows if return_norm else rows, dtype=acc_dtype, device=x.device)
+    if rows:
+        _update_rows_kernel[(triton.cdiv(rows, block_r),)](
+            x, z, out, rowsq, rows, width, alpha, beta, batch, frozen_u8, num_samples,
+            HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc,
+            BLOCK_R=block_r, BLOCK_D=block_d)
+    res = torch.empty(num_samples, dtype=acc_dtype, device=x.device)
+    norm = torch.empty(norm_len, dtype=acc_dtype, device=x.device)
+    if num_samples:
+        order, seg = segments(batch, num_samples)
+        _segment_sqrt_sum_kernel[(num_samples,)](rowsq, order, seg, res, BLOCK=_SEG_BLOCK)
+        if return_norm:
+            _segment_sqrt_sum_kernel[(num_samples,)](rowsq[rows:], order, seg, norm,
+                                                     BLOCK=_SEG_BLOCK)
+    return res, norm
