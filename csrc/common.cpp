@@ -3,7 +3,24 @@
 #include <algorithm>
 #include <atomic>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace fastpicard {
+
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor out = at::empty(sizes, options.memory_format(at::MemoryFormat::Contiguous));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = 2u << 20;
+  if (out.device().is_cpu() && out.nbytes() >= 2 * kHuge) {
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(out.data_ptr()) + kHuge - 1) & ~(kHuge - 1);
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(out.data_ptr()) + out.nbytes()) & ~(kHuge - 1);
+    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advisory only
+  }
+#endif
+  return out;
+}
 
 void check_batch_ids(const at::Tensor& batch, int64_t num_samples, const char* name) {
   const int64_t n = batch.numel();

@@ -15,6 +15,19 @@ template <typename T> using acc_t = typename acc_type<T>::type;
 // than it saves on small inputs, and under load OpenMP spin-waiting makes it far worse.
 constexpr int64_t kSerialElements = 1 << 16;
 
+// Hot CPU loops are compiled twice, for baseline x86-64 and for AVX2, and the loader picks the
+// clone the CPU supports (GCC/Clang function multiversioning). Inline helpers called from a
+// cloned function are compiled into each clone.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTPICARD_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FASTPICARD_CPU_CLONES
+#endif
+
+// A fresh contiguous output. Large ones are advised onto transparent huge pages before first
+// touch: page faults on a new 40 MB buffer otherwise cost several times the arithmetic.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 // Per-sample ids (int64, one per row) must lie in [0, num_samples). Checked before any output
 // is written, so an error never leaves an in-place update half done.
 void check_batch_ids(const at::Tensor& batch, int64_t num_samples, const char* name);

@@ -1,8 +1,8 @@
 """``fastpicard.ops.picard_update``: the fused smoothed Picard update with its residual.
 
-The op ``fastpicard::picard_update`` is defined in C++ (schema + CPU kernel); this module adds
-its CUDA kernel (Triton), its fake kernel (for torch.compile) and its autograd formula, and the
-public function that validates arguments and picks the backend.
+The op ``fastpicard::picard_update`` is defined in C++ (schema, CPU kernel, autograd); this
+module adds its CUDA kernel (Triton) and its fake kernel (for torch.compile), and the public
+function that validates arguments and picks the backend.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def _fake_out(x, z, alpha, batch, num_samples, frozen, return_norm, out):
 
 
 def _grads(grad, alpha, batch, frozen):
-    """d x_new / d x = alpha, d x_new / d z = 1 - alpha; frozen rows pass x through."""
+    """d x_new / d x = alpha, d x_new / d z = 1 - alpha; frozen rows pass x through.
+    (The same formula as the C++ autograd kernel, for the Triton-on-CPU test path.)"""
     if grad is None:
         return None, None
     gx, gz = grad * alpha, grad * (1.0 - alpha)
@@ -92,15 +93,13 @@ def _backward(ctx, grad, _grad_res, _grad_norm):
 if _ext.available:
     torch.library.register_fake(f"fastpicard::{_OP}")(_fake)
     torch.library.register_fake(f"fastpicard::{_OP}_out")(_fake_out)
-    torch.library.register_autograd(f"fastpicard::{_OP}", _backward,
-                                    setup_context=_setup_context)
     if _backend.triton_available():
         torch.library.impl(f"fastpicard::{_OP}", "CUDA")(_triton_functional)
         torch.library.impl(f"fastpicard::{_OP}_out", "CUDA")(_triton_out)
 
 
 class _TritonDirect(torch.autograd.Function):
-    """The Triton kernel on CPU tensors (interpreter) with the op's own backward formula."""
+    """The Triton kernel on CPU tensors (interpreter), outside the dispatcher."""
 
     @staticmethod
     def forward(ctx, x, z, alpha, batch, num_samples, frozen, return_norm):
