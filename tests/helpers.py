@@ -1,0 +1,58 @@
+"""Shared test utilities: backends to sweep, tolerances, poisoning, device list."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastpicard.ops import _backend
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+# Relative tolerances against a float64 reference, by dtype.
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-10),
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float16: dict(rtol=2e-3, atol=2e-3),
+    torch.bfloat16: dict(rtol=1.6e-2, atol=1.6e-2),
+}
+
+
+def devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def backends(device="cpu"):
+    """Backends that can run on this machine for tensors on `device`."""
+    out = ["reference"]
+    if device == "cpu":
+        out.append("cpp")
+    if _backend.triton_available() and (device == "cuda" or _backend.triton_interpreting()):
+        out.append("triton")
+    return out
+
+
+def needs_triton():
+    return pytest.mark.skipif(
+        not (_backend.triton_available() and (torch.cuda.is_available()
+                                              or _backend.triton_interpreting())),
+        reason="triton (GPU or TRITON_INTERPRET=1) not available")
+
+
+def poisoned_like(t: torch.Tensor) -> torch.Tensor:
+    """A buffer shaped like t filled with NaN, so any element a kernel fails to write shows."""
+    return torch.full_like(t, float("nan"), memory_format=torch.contiguous_format)
+
+
+def noncontiguous(t: torch.Tensor) -> torch.Tensor:
+    """Same values, non-contiguous layout (every other element of a doubled buffer)."""
+    big = torch.empty((*t.shape[:-1], t.shape[-1] * 2) if t.dim() else (2,), dtype=t.dtype,
+                      device=t.device)
+    view = big[..., ::2] if t.dim() else big[0]
+    view.copy_(t)
+    return view
+
+
+def assert_close(actual, expected, dtype=None, **kw):
+    tol = dict(TOL[dtype or actual.dtype])
+    tol.update(kw)
+    torch.testing.assert_close(actual.to(expected.dtype), expected, **tol, equal_nan=True)
