@@ -9,10 +9,9 @@ import warnings
 import torch
 
 from ..ops import _backend
-from ..ops import picard_update as _picard_update_fn
 from . import backward as _backward
 from .anderson import Anderson
-from .pyloop import PyLoop
+from .loop import make_loop
 from .stats import PicardStats
 
 STOPS = ("abs", "rel")
@@ -174,12 +173,6 @@ def picard(fn, x0, *, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", batch=None,
 
 
 # ---------------------------------------------------------------- the loop
-def _make_loop(x0, cfg, update):
-    return PyLoop(x0, cfg.alpha, cfg.batch, cfg.num_samples, cfg.leading, cfg.tol,
-                  cfg.stop == "rel", cfg.max_iter, cfg.divergence_factor, cfg.check_every,
-                  update)
-
-
 def _check_output(z, x):
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"picard: fn must return a Tensor, got {type(z).__name__}")
@@ -202,12 +195,12 @@ def _diverge_message(div, S, steps):
             "They return their last iterate before the bad step; see stats.diverged")
 
 
-def solve(fn, x0, cfg, update=None):
+def solve(fn, x0, cfg):
     """Forward solve under the ambient grad mode. Returns (x_star, stats)."""
     t0 = time.perf_counter()
     S = cfg.num_samples
-    update = update or _picard_update_fn
-    loop = _make_loop(x0, cfg, update)
+    loop = make_loop(x0, cfg.alpha, cfg.batch, cfg.num_samples, cfg.leading, cfg.tol,
+                     cfg.stop == "rel", cfg.max_iter, cfg.divergence_factor, cfg.check_every)
     acc = (Anderson(cfg.anderson_m, cfg.anderson_lam, cfg.batch, S, cfg.leading)
            if cfg.solver == "anderson" else None)
     x, steps = x0, 0

@@ -19,6 +19,13 @@ import torch
 from ..ops.reference.picard_update import stat_dtype
 
 
+def reference_picard_update(x, z, alpha, *, batch, num_samples, frozen, return_norm):
+    from ..ops import picard_update  # the public op: C++/Triton when built, else pure torch
+
+    return picard_update(x, z, alpha, batch=batch, num_samples=num_samples, frozen=frozen,
+                         return_norm=return_norm)
+
+
 def control_update(state: dict, res: torch.Tensor, norm: torch.Tensor, step: int, tol: float,
                    rel: bool, div_factor: float):
     """Applies the rules above to the per-sample state in place; returns (improved,
@@ -49,10 +56,11 @@ class PyLoop:
     """One smoothed-Picard solve's loop state; ``step`` does the update and the bookkeeping."""
 
     def __init__(self, x0, alpha, batch, num_samples, leading, tol, rel, max_iter, div_factor,
-                 check_every, update):
+                 check_every, update=None):
         self.alpha, self.batch, self.S, self.leading = alpha, batch, num_samples, leading
         self.tol, self.rel, self.max_iter = tol, rel, max_iter
-        self.div_factor, self.check_every, self.update = div_factor, check_every, update
+        self.div_factor, self.check_every = div_factor, check_every
+        self.update = update or reference_picard_update
         dev, sd = x0.device, stat_dtype(x0.dtype)
         S = num_samples
         self.state = {
