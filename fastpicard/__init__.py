@@ -14,3 +14,7 @@ def extension_available() -> bool:
 from .solver import DivergenceError, PicardStats, picard  # noqa: E402
 
 __all__ += ["picard", "PicardStats", "DivergenceError"]
+
+from .contraction import contractive, jacobian_penalty, lipschitz_estimate  # noqa: E402
+
+__all__ += ["contractive", "lipschitz_estimate", "jacobian_penalty"]

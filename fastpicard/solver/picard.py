@@ -7,6 +7,7 @@ import time
 import warnings
 
 import torch
+from torch.nn.utils import parametrize
 
 from ..ops import _backend
 from . import backward as _backward
@@ -196,7 +197,13 @@ def _diverge_message(div, S, steps):
 
 
 def solve(fn, x0, cfg):
-    """Forward solve under the ambient grad mode. Returns (x_star, stats)."""
+    """Forward solve under the ambient grad mode. Returns (x_star, stats). Parametrized
+    weights (e.g. :func:`fastpicard.contractive`) are computed once for the whole solve."""
+    with parametrize.cached():
+        return _solve(fn, x0, cfg)
+
+
+def _solve(fn, x0, cfg):
     t0 = time.perf_counter()
     S = cfg.num_samples
     loop = make_loop(x0, cfg.alpha, cfg.batch, cfg.num_samples, cfg.leading, cfg.tol,
