@@ -7,6 +7,8 @@
 //
 // Flags are read on the host only on check steps (every `check_every` steps and the last);
 // in between, samples are frozen on the device, so the answer equals exact early exit.
+// Without autograd, iterates are written into reused buffers (x_{k+1} never aliases x_k or
+// the best iterate), so the caller must not hold on to past iterates.
 // Device-generic: every tensor op goes through the dispatcher (CPU kernels here, the Triton
 // picard_update on CUDA); grad mode is honoured, so `backward="unroll"` differentiates it.
 #include <torch/custom_class.h>
@@ -24,6 +26,9 @@ namespace {
 using UpdateFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, double, const c10::optional<at::Tensor>&, int64_t,
     const c10::optional<at::Tensor>&, bool);
+using UpdateOutFn = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, double, const c10::optional<at::Tensor>&, int64_t,
+    const c10::optional<at::Tensor>&, bool, at::Tensor&);
 using ControlFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&, at::Tensor&,
     at::Tensor&, int64_t, double, bool, double);
@@ -32,10 +37,10 @@ class PicardLoop : public torch::CustomClassHolder {
  public:
   PicardLoop(const at::Tensor& x0, double alpha, const c10::optional<at::Tensor>& batch,
              int64_t num_samples, bool leading, double tol, bool rel, int64_t max_iter,
-             double divergence_factor, int64_t check_every)
+             double divergence_factor, int64_t check_every, bool reuse_buffers)
       : alpha_(alpha), batch_(batch), S_(num_samples), leading_(leading), tol_(tol), rel_(rel),
         max_iter_(max_iter), factor_(divergence_factor), check_every_(check_every),
-        shape_(x0.sizes().vec()), keep_(x0) {
+        reuse_(reuse_buffers), shape_(x0.sizes().vec()), keep_(x0) {
     TORCH_CHECK_VALUE(alpha >= 0.0 && alpha < 1.0, "PicardLoop: alpha must lie in [0, 1), got ",
                       alpha);
     TORCH_CHECK_VALUE(tol > 0.0, "PicardLoop: tol must be > 0, got ", tol);
@@ -76,11 +81,21 @@ class PicardLoop : public torch::CustomClassHolder {
     static auto control = c10::Dispatcher::singleton()
                               .findSchemaOrThrow("fastpicard::picard_control_", "")
                               .typed<ControlFn>();
-    // picard_update's autograd saves the mask; the control op below updates frozen_ in
-    // place, so a recorded step gets its own copy.
+    static auto update_out = c10::Dispatcher::singleton()
+                                 .findSchemaOrThrow("fastpicard::picard_update_out", "")
+                                 .typed<UpdateOutFn>();
     const bool recorded = at::GradMode::is_enabled() && (x.requires_grad() || z.requires_grad());
-    auto [x_new, res, norm] =
-        update.call(x, z, alpha_, batch_, S_, recorded ? frozen_.clone() : frozen_, true);
+    at::Tensor x_new, res, norm;
+    if (recorded) {
+      // picard_update's autograd saves the mask, which the control op below updates in
+      // place: a recorded step gets its own copy.
+      std::tie(x_new, res, norm) = update.call(x, z, alpha_, batch_, S_, frozen_.clone(), true);
+    } else if (reuse_) {
+      x_new = free_buffer(x);
+      std::tie(res, norm) = update_out.call(x, z, alpha_, batch_, S_, frozen_, true, x_new);
+    } else {
+      std::tie(x_new, res, norm) = update.call(x, z, alpha_, batch_, S_, frozen_, true);
+    }
     at::Tensor improved, new_div, summary;
     {
       at::AutoDispatchBelowADInplaceOrView guard;  // bookkeeping: no autograd
@@ -120,25 +135,33 @@ class PicardLoop : public torch::CustomClassHolder {
     return at::where(rows(active()), keep_, x);
   }
 
-  // (iterations, abs residual, rel residual, converged, diverged, trace[:steps]) on the host,
-  // copied in one transfer. Samples still running report their best iterate's residuals.
-  std::vector<at::Tensor> stats() const {
+  // One float64 tensor on the host, copied in one transfer: rows (iterations, abs residual,
+  // rel residual, status, trace[0..steps)). Samples still running report their best
+  // iterate's residuals.
+  at::Tensor stats() const {
     const at::Tensor act = active();
     const auto f64 = stats_.options().dtype(at::kDouble);
-    const at::Tensor packed = at::cat({
-        iters_.to(f64).unsqueeze(0),
-        at::where(act, stats_[kBestAbs], stats_[kLastAbs]).to(f64).unsqueeze(0),
-        at::where(act, stats_[kBestRel], stats_[kLastRel]).to(f64).unsqueeze(0),
-        status_.to(f64).unsqueeze(0), trace_.narrow(0, 0, k_).to(f64)}).cpu();
-    const auto sd = stat_dtype(keep_.scalar_type());
-    return {packed[0].to(at::kLong), packed[1].to(sd), packed[2].to(sd),
-            packed[3].eq(kConverged), packed[3].eq(kDiverged),
-            packed.narrow(0, 4, k_).to(sd)};
+    return at::cat({iters_.to(f64).unsqueeze(0),
+                    at::where(act, stats_.narrow(0, kBestAbs, 2), stats_.narrow(0, kLastAbs, 2))
+                        .to(f64),
+                    status_.to(f64).unsqueeze(0), trace_.narrow(0, 0, k_).to(f64)})
+        .cpu();
   }
 
   int64_t steps() const { return k_; }
 
  private:
+  // Without autograd, iterates live in up to three buffers of our own, reused: fresh
+  // outputs cost an allocation and, for large ones, page faults every step. A buffer is
+  // free when it is neither the current iterate nor the best one (keep_).
+  at::Tensor free_buffer(const at::Tensor& x) {
+    for (const at::Tensor& b : pool_) {
+      if (!b.is_same(x) && !b.is_same(keep_)) return b;
+    }
+    pool_.push_back(empty_output(x.sizes(), x.options()));
+    return pool_.back();
+  }
+
   double alpha_;
   c10::optional<at::Tensor> batch_;
   int64_t S_;
@@ -148,6 +171,8 @@ class PicardLoop : public torch::CustomClassHolder {
   int64_t max_iter_;
   double factor_;
   int64_t check_every_;
+  bool reuse_;  // false when the caller keeps past iterates (Anderson's history)
+  std::vector<at::Tensor> pool_;
   std::vector<int64_t> shape_;
   at::Tensor keep_, frozen_, status_, iters_, stats_, trace_;
   int64_t k_ = 0;
@@ -159,7 +184,7 @@ class PicardLoop : public torch::CustomClassHolder {
 TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   m.class_<PicardLoop>("PicardLoop")
       .def(torch::init<at::Tensor, double, c10::optional<at::Tensor>, int64_t,
-                       bool, double, bool, int64_t, double, int64_t>())
+                       bool, double, bool, int64_t, double, int64_t, bool>())
       .def("step", &PicardLoop::step)
       .def("rows", &PicardLoop::rows)
       .def("active", &PicardLoop::active)

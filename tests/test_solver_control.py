@@ -130,12 +130,13 @@ def _drive(loop, fn, x, max_iter):
         reads.append((active, n_div))
         if active == 0:
             break
-    return loop.finish(x), reads, [t.clone() for t in loop.stats()]
+    return loop.finish(x), reads, loop.stats()
 
 
+@pytest.mark.parametrize("reuse", [True, False])
 @pytest.mark.parametrize("check_every", [1, 4])
 @pytest.mark.parametrize("batch_kind", [None, "leading", "vector"])
-def test_picard_loop_matches_pyloop_bitwise(check_every, batch_kind):
+def test_picard_loop_matches_pyloop_bitwise(check_every, batch_kind, reuse):
     g = torch.Generator().manual_seed(3)
     rows, d = 7, 5
     A = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.3
@@ -153,13 +154,13 @@ def test_picard_loop_matches_pyloop_bitwise(check_every, batch_kind):
     else:
         batch, S, leading = torch.tensor([0, 1, 2, 1, 3, 0, 2]), 4, False
     x0 = torch.zeros(rows, d, dtype=torch.float64)
-    args = (x0, 0.4, batch, S, leading, 1e-9, False, 60, 20.0, check_every)
+    args = (x0, 0.4, batch, S, leading, 1e-9, False, 60, 20.0, check_every, reuse)
     out_c = _drive(torch.classes.fastpicard.PicardLoop(*args), fn, x0, 60)
     out_p = _drive(PyLoop(*args), fn, x0, 60)
     assert torch.equal(out_c[0], out_p[0])
     assert out_c[1] == out_p[1]
-    for a, b in zip(out_c[2], out_p[2]):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(out_c[2], out_p[2], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(x0, torch.zeros_like(x0))  # the caller's x0 is never written
     # off-check steps do not read the device
     if check_every > 1:
         assert all(r == (-1, -1) for i, r in enumerate(out_c[1]) if (i + 1) % check_every)
@@ -167,16 +168,17 @@ def test_picard_loop_matches_pyloop_bitwise(check_every, batch_kind):
 
 def test_picard_loop_refuses_steps_past_max_iter_and_bad_config():
     x0 = torch.zeros(3)
-    loop = torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 1, False, 1e-30, False, 2, 1e3, 1)
+    loop = torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 1, False, 1e-30, False, 2, 1e3, 1,
+                                               True)
     x = x0
     for _ in range(2):
         x, _, _ = loop.step(x, x + 1)
     with pytest.raises(RuntimeError, match="max_iter"):
         loop.step(x, x + 1)
     with pytest.raises(ValueError, match="alpha"):
-        torch.classes.fastpicard.PicardLoop(x0, 1.0, None, 1, False, 1e-3, False, 2, 1e3, 1)
+        torch.classes.fastpicard.PicardLoop(x0, 1.0, None, 1, False, 1e-3, False, 2, 1e3, 1, True)
     with pytest.raises(ValueError, match="num_samples"):
-        torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 2, False, 1e-3, False, 2, 1e3, 1)
+        torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 2, False, 1e-3, False, 2, 1e3, 1, True)
 
 
 def test_default_loop_is_cpp():

@@ -13,9 +13,11 @@ IMPL = "cpp" if _ext.available else "python"
 
 
 def make_loop(x0, alpha, batch, num_samples, leading, tol, rel, max_iter, divergence_factor,
-              check_every):
+              check_every, reuse_buffers=True):
+    """``reuse_buffers``: without autograd the C++ loop writes iterates into reused buffers;
+    pass False when past iterates are kept (Anderson's history)."""
     args = (x0, alpha, batch, num_samples, leading, tol, rel, max_iter, divergence_factor,
-            check_every)
+            check_every, reuse_buffers)
     if IMPL == "cpp":
         return torch.classes.fastpicard.PicardLoop(*args)
     return PyLoop(*args)
