@@ -10,3 +10,7 @@ __all__ = ["ops", "__version__", "extension_available"]
 def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
+
+from .solver import DivergenceError, PicardStats, picard  # noqa: E402
+
+__all__ += ["picard", "PicardStats", "DivergenceError"]
