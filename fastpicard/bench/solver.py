@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 
 from ..solver import picard
-from .timing import append_csv, interleaved_medians, print_table
+import time
+
+from .timing import append_csv, print_table, sync
 
 
 def add_arguments(p):
@@ -17,6 +19,7 @@ def add_arguments(p):
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp64"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
 
 
 def _torchdeq():
@@ -25,6 +28,23 @@ def _torchdeq():
     except ImportError:
         return None
     return fixed_point_iter
+
+
+def interleaved_stats(cases, device, reps, warmup=3):
+    """(median, min) seconds per call of each case, cases round-robin. On a shared machine
+    the minimum is the steadier estimate of a loop's own cost; both are reported."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            samples[name].append(time.perf_counter() - t0)
+    return {name: (sorted(v)[len(v) // 2], min(v)) for name, v in samples.items()}
 
 
 class Counted:
@@ -39,6 +59,8 @@ class Counted:
 
 
 def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp64": torch.float64}[args.dtype]
     g = torch.Generator().manual_seed(0)
@@ -96,15 +118,18 @@ def run(args):
                 fn()
             calls[name] = fmap.calls
         with torch.no_grad():
-            t = interleaved_medians(cases, device, reps=args.reps)
-        per = {name: t[name] / calls[name] for name in cases}
+            t = interleaved_stats(cases, device, reps=args.reps)
+        med = {name: t[name][0] / calls[name] for name in cases}
+        low = {name: t[name][1] / calls[name] for name in cases}
         for name in cases:
             rows.append({
                 "bench": "solver", "case": name, "mode": mode, "rows": args.rows,
                 "dim": args.dim, "dtype": args.dtype, "steps": calls[name],
-                "us_per_iter": per[name] * 1e6,
-                "vs_bare": per[name] / per["bare_loop"],
-                "overhead_us": (per[name] - per["fn_only"]) * 1e6,
+                "us_per_iter": med[name] * 1e6, "vs_bare": med[name] / med["bare_loop"],
+                "min_us_per_iter": low[name] * 1e6,
+                "min_vs_bare": low[name] / low["bare_loop"],
+                "min_overhead_us": (low[name] - low["fn_only"]) * 1e6,
             })
-    print_table(rows, ["mode", "case", "steps", "us_per_iter", "vs_bare", "overhead_us"])
+    print_table(rows, ["mode", "case", "steps", "us_per_iter", "vs_bare", "min_us_per_iter",
+                       "min_vs_bare", "min_overhead_us"])
     append_csv(args.csv, rows)
