@@ -14,3 +14,7 @@ def extension_available() -> bool:
 from .solver import DivergenceError, PicardStats, picard  # noqa: E402
 
 __all__ += ["picard", "PicardStats", "DivergenceError"]
+
+from .graph import Graph  # noqa: E402
+
+__all__ += ["Graph"]
