@@ -7,6 +7,7 @@ import functools
 import torch
 
 from .. import _ext
+from ..ops import _backend
 from ..ops.reference.picard_update import stat_dtype
 from .pyloop import PyLoop
 
@@ -56,9 +57,17 @@ def _control_fake(res, norm, frozen, converged, diverged, iters, stats, trace, i
     return None
 
 
+def _control_cuda(*args):
+    from ..kernels import picard_control as k  # lazily: triton is optional on CPU
+
+    k.picard_control(*args)
+
+
 if _ext.available:
     for _name in ("picard_control_", "picard_control_generic_"):
         torch.library.register_fake(f"fastpicard::{_name}")(_control_fake)
+    if _backend.triton_available():  # one Triton launch per step on CUDA
+        torch.library.impl("fastpicard::picard_control_", "CUDA")(_control_cuda)
     _STEP = torch.ops.fastpicard.picard_loop_step.default
     _FREE = torch.ops.fastpicard.picard_loop_free.default
 else:
