@@ -62,18 +62,20 @@ PicardLoop::PicardLoop(const at::Tensor& x0, double alpha, const c10::optional<a
   TORCH_CHECK_VALUE(!leading || (batch.has_value() && x0.dim() >= 1 && x0.size(0) == num_samples),
                     "PicardLoop: leading needs one sample per row of x0");
   const auto sd = x0.options().dtype(stat_dtype(x0.scalar_type()));
-  flags_ = at::zeros({3, S_}, sd.dtype(at::kBool));  // frozen, converged, diverged
+  // Few allocations (each costs more than the tiny tensors' arithmetic): views into one bool
+  // and one int64 buffer.
+  flags_ = at::zeros({5, S_}, sd.dtype(at::kBool));
   frozen_ = flags_[0];
   converged_ = flags_[1];
   diverged_ = flags_[2];
-  masks_ = at::empty({2, S_}, sd.dtype(at::kBool));  // improved, newly diverged
-  improved_ = masks_[0];
-  new_div_ = masks_[1];
-  iters_ = at::zeros({S_}, sd.dtype(at::kLong));
+  improved_ = flags_[3];
+  new_div_ = flags_[4];
+  counts_ = at::zeros({S_ + kSummaryLen}, sd.dtype(at::kLong));
+  iters_ = counts_.narrow(0, 0, S_);
+  summary_ = counts_.narrow(0, S_, kSummaryLen);
   stats_ = at::full({kStatRows, S_}, std::numeric_limits<double>::infinity(), sd);
   trace_ = at::full({std::min<int64_t>(max_iter, 64), S_},
                     std::numeric_limits<double>::quiet_NaN(), sd);
-  summary_ = at::empty({kSummaryLen}, sd.dtype(at::kLong));
 }
 
 std::tuple<at::Tensor, int64_t, int64_t> PicardLoop::step(const at::Tensor& x,

@@ -62,8 +62,8 @@ class PicardLoop {
   bool reuse_;  // false when the caller keeps past iterates (Anderson's history)
   std::vector<at::Tensor> pool_;
   std::vector<int64_t> shape_;
-  at::Tensor keep_, flags_, frozen_, converged_, diverged_, masks_, improved_, new_div_;
-  at::Tensor iters_, stats_, trace_, summary_;
+  at::Tensor keep_, flags_, frozen_, converged_, diverged_, improved_, new_div_;
+  at::Tensor counts_, iters_, summary_, stats_, trace_;
   int64_t k_ = 0;
   int64_t n_active_ = -1;  // active samples at the last host read (-1: never read)
 };

@@ -216,27 +216,27 @@ def _solve(fn, x0, cfg):
     acc = (Anderson(cfg.anderson_m, cfg.anderson_lam, cfg.batch, S, cfg.leading)
            if cfg.solver == "anderson" else None)
     x, steps, n_div = x0, 0, 0
-    step = loop.step
+    step, max_iter, dist_sync = loop.step, cfg.max_iter, cfg.dist_sync
+    raise_on_div = cfg.on_diverge == "raise"
     if S > 0:
+        z = fn(x)
+        _check_output(z, x)
         while True:
-            z = fn(x)
-            if steps == 0:
-                _check_output(z, x)
             x_new, active, n_div_read = step(x, z)
             if acc is not None:
                 x_new = acc.mix(x, x_new, loop.active_rows())
             x = x_new
             steps += 1
-            if active < 0:  # not a check step: nothing was read from the device
-                continue
-            n_div = n_div_read
-            if cfg.dist_sync:  # every rank continues while any rank has a running sample
-                active, n_div_read = _all_reduce([active, n_div_read], x.device)
-            if n_div_read and cfg.on_diverge == "raise":
-                _, stats = _finish(loop, x, t0, steps, cfg)
-                raise DivergenceError(_diverge_message(stats.diverged, S, steps))
-            if active == 0 or steps == cfg.max_iter:
-                break
+            if active >= 0:  # a check step: the flags were read from the device
+                n_div = n_div_read
+                if dist_sync:  # every rank continues while any rank has a running sample
+                    active, n_div_read = _all_reduce([active, n_div_read], x.device)
+                if n_div_read and raise_on_div:
+                    _, stats = _finish(loop, x, t0, steps, cfg)
+                    raise DivergenceError(_diverge_message(stats.diverged, S, steps))
+                if active == 0 or steps == max_iter:
+                    break
+            z = fn(x)
     x, stats = _finish(loop, x, t0, steps, cfg)
     if n_div and cfg.on_diverge == "warn":
         warnings.warn(_diverge_message(stats.diverged, S, steps), RuntimeWarning, stacklevel=3)
