@@ -10,3 +10,4 @@ __all__ = ["ops", "__version__", "extension_available"]
 def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
+from . import datasets, nn  # noqa: E402  (issue 5: modules and datasets)
