@@ -4,6 +4,9 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
+#include <atomic>
+
 namespace fastpicard {
 
 // Accumulation type: float32 for float/half/bfloat16 (the kernels' contract), double for double.
@@ -14,6 +17,26 @@ template <typename T> using acc_t = typename acc_type<T>::type;
 // Elements below which a kernel stays on the calling thread: a parallel region costs more
 // than it saves on small inputs, and under load OpenMP spin-waiting makes it far worse.
 constexpr int64_t kSerialElements = 1 << 16;
+
+// Runs f(c) for c in [0, n): on the calling thread when n < 2 or `serial`, else on the ATen
+// OpenMP pool, threads pulling chunks from a shared counter. Dynamic claiming keeps a kernel
+// fast when a thread is descheduled (a loaded machine, OMP_WAIT_POLICY=PASSIVE): the threads
+// that run take its chunks instead of waiting for its static share at the barrier.
+template <typename F>
+void parallel_chunks(int64_t n, bool serial, const F& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+  if (serial || threads < 2) {
+    for (int64_t c = 0; c < n; ++c) f(c);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(c);
+    }
+  });
+}
 
 // Hot CPU loops are compiled twice, for baseline x86-64 and for AVX2, and the loader picks the
 // clone the CPU supports (GCC/Clang function multiversioning). Inline helpers called from a

@@ -78,13 +78,9 @@ void update_unbatched(const T* x, const T* z, T* out, int64_t n, double alpha, b
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<acc> pr(chunks), pn(chunks);
   const acc a = static_cast<acc>(alpha), b = static_cast<acc>(1.0 - alpha);
-  if (n <= kSerialElements) {
-    chunk_range(x, z, out, n, a, b, frozen, 0, chunks, pr.data(), pn.data());
-  } else {
-    at::parallel_for(0, chunks, kSerialElements / kChunk, [&](int64_t lo, int64_t hi) {
-      chunk_range(x, z, out, n, a, b, frozen, lo, hi, pr.data(), pn.data());
-    });
-  }
+  parallel_chunks(chunks, n <= kSerialElements, [&](int64_t c) {
+    chunk_range(x, z, out, n, a, b, frozen, c, c + 1, pr.data(), pn.data());
+  });
   for (int64_t c = 0; c < chunks; ++c) {
     res += pr[c];
     norm += pn[c];
@@ -97,8 +93,11 @@ void update_batched(const T* x, const T* z, T* out, int64_t rows, int64_t width,
   using acc = acc_t<T>;
   std::vector<acc> rr(rows), rn(rows);
   const acc a = static_cast<acc>(alpha), b = static_cast<acc>(1.0 - alpha);
-  const int64_t grain = std::max<int64_t>(1, kSerialElements / std::max<int64_t>(width, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t lo, int64_t hi) {
+  // Blocks of whole rows, about kChunk elements each.
+  const int64_t block = std::max<int64_t>(1, kChunk / std::max<int64_t>(width, 1));
+  const int64_t blocks = (rows + block - 1) / block;
+  parallel_chunks(blocks, rows * width <= kSerialElements, [&](int64_t c) {
+    const int64_t lo = c * block, hi = std::min(rows, lo + block);
     row_range(x, z, out, width, a, b, batch, frozen, lo, hi, rr.data(), rn.data());
   });
   for (int64_t i = 0; i < rows; ++i) {  // rows fold into samples in row order: no atomics
