@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._solve import check_count, check_fraction, check_solver_opts, check_tol, picard_fn
+from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
 from .attention import ATTENTIONS, Block
 
 
@@ -52,8 +52,7 @@ class ANIE(nn.Module):
         self.alpha = check_fraction("ANIE", "alpha", alpha)
         self.max_iter = check_count("ANIE", "max_iter", max_iter)
         self.tol = check_tol("ANIE", tol)
-        self.solver_opts = check_solver_opts("ANIE", solver_opts,
-                                             ("alpha", "tol", "max_iter", "batch"))
+        self.solver_opts = check_solver_opts("ANIE", solver_opts, self.tol)
         self.attention = attention
         # token features: the state on the token's patch, time, and (for fields) 2 coordinates
         p = self.patch_size
@@ -117,7 +116,7 @@ class ANIE(nn.Module):
         n = t_grid.shape[-1]
         # f: the initial condition lifted over the time grid
         f = x_init.unsqueeze(1).expand(x_init.shape[0], n, *x_init.shape[1:])
-        y, self.last_stats = picard_fn()(
+        y, self.last_stats = iterate(
             lambda y: f + self.operator(y, t_grid), f.contiguous(), alpha=self.alpha,
-            tol=self.tol, max_iter=self.max_iter, batch="leading", **self.solver_opts)
+            tol=self.tol, max_iter=self.max_iter, batch="leading", opts=self.solver_opts)
         return y

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._solve import check_count, check_fraction, check_solver_opts, check_tol, picard_fn
+from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
 
 _PREFIX = "model."
 
@@ -132,8 +132,7 @@ class IterativeViT(nn.Module):
         self.n_iter = check_count("IterativeViT", "n_iter", n_iter)
         self.lam = check_fraction("IterativeViT", "lam", lam)
         self.tol = check_tol("IterativeViT", tol)
-        self.solver_opts = check_solver_opts("IterativeViT", solver_opts,
-                                             ("alpha", "tol", "max_iter", "batch"))
+        self.solver_opts = check_solver_opts("IterativeViT", solver_opts, self.tol)
         self.last_stats = None
         # state_dict keys are the wrapped model's own: drop / restore the "model." prefix
         self.register_state_dict_post_hook(_strip_prefix)
@@ -152,9 +151,9 @@ class IterativeViT(nn.Module):
 
     def forward(self, x, *args, **kwargs):
         tokens = self._adapter.embed(x, *args, **kwargs)
-        tokens, self.last_stats = picard_fn()(
+        tokens, self.last_stats = iterate(
             self.operator, tokens, alpha=self.lam, tol=self.tol, max_iter=self.n_iter,
-            batch="leading", **self.solver_opts)
+            batch="leading", opts=self.solver_opts)
         return self._adapter.finish(tokens, **kwargs)
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._solve import check_count, check_fraction, check_solver_opts, check_tol, picard_fn
+from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
 
 ACTS = {
     "relu": F.relu,
@@ -102,8 +102,7 @@ class PIGN(nn.Module):
         elif not callable(act):
             raise TypeError(f"PIGN: act must be a string or a callable, got {type(act).__name__}")
         self.act = act
-        self.solver_opts = check_solver_opts("PIGN", solver_opts,
-                                             ("alpha", "tol", "max_iter", "batch"))
+        self.solver_opts = check_solver_opts("PIGN", solver_opts, self.tol)
 
         if isinstance(conv, str):
             conv = _make_conv(conv, hidden_channels, self.dropout, dict(conv_kwargs or {}))
@@ -139,7 +138,7 @@ class PIGN(nn.Module):
         h = F.dropout(self._act(self.encoder(x)), self.dropout, self.training)
         n_iter = self.max_iter if self.training or self.eval_max_iter is None \
             else self.eval_max_iter
-        h, self.last_stats = picard_fn()(
+        h, self.last_stats = iterate(
             lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
-            max_iter=n_iter, batch=batch, **self.solver_opts)
+            max_iter=n_iter, batch=batch, opts=self.solver_opts)
         return self.decoder(h)
