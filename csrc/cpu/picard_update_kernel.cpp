@@ -19,23 +19,27 @@ constexpr int64_t kChunk = 16384;  // elements per partial sum in the unbatched 
 
 // One contiguous run; out may alias x or z (each element is read before it is written).
 template <typename T>
-inline void update_run(const T* x, const T* z, T* out, int64_t n, acc_t<T> alpha,
+FASTPICARD_INLINE void update_run(const T* xs, const T* zs, T* outs, int64_t n, acc_t<T> alpha,
                        acc_t<T> beta, bool frozen, acc_t<T>& res, acc_t<T>& norm) {
   using acc = acc_t<T>;
+  using IO = io<T>;
+  const auto* x = raw_ptr(xs);
+  const auto* z = raw_ptr(zs);
+  auto* out = raw_ptr(outs);
   acc r = 0, s = 0;
   if (frozen) {  // converged sample: passes through unchanged, residual exactly 0
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) {
-      const acc xv = static_cast<acc>(x[j]);
+      const acc xv = IO::load(x[j]);
       out[j] = x[j];
       s += xv * xv;
     }
   } else {
 #pragma omp simd reduction(+ : r, s)
     for (int64_t j = 0; j < n; ++j) {
-      const acc xv = static_cast<acc>(x[j]);
-      const acc nv = alpha * xv + beta * static_cast<acc>(z[j]);
-      out[j] = static_cast<T>(nv);
+      const acc xv = IO::load(x[j]);
+      const acc nv = alpha * xv + beta * IO::load(z[j]);
+      out[j] = IO::store(nv);
       const acc d = nv - xv;
       r += d * d;
       s += nv * nv;
