@@ -93,10 +93,10 @@ def main(argv=None):
         if val > best_val:
             best_val, best_epoch = val, epoch
         if bar is not None:
-            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{val:.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", val=f"{val:.3f}")
             bar.update()
         elif not args.no_progress and (epoch % 20 == 0 or epoch == args.epochs):
-            print(f"epoch {epoch:4d}  loss {float(loss):.4f}  val {val:.4f}", flush=True)
+            print(f"epoch {epoch:4d}  loss {float(loss.detach()):.4f}  val {val:.4f}", flush=True)
     if bar is not None:
         bar.close()
 
@@ -110,7 +110,7 @@ def main(argv=None):
           f"(val {accuracy(logits, data.y, data.val_mask):.4f}; best val {best_val:.4f} at "
           f"epoch {best_epoch})")
     print(f"iterations used: {train_iters / args.epochs:.1f} per training forward, "
-          f"{int(stats.iterations.max())} at evaluation (final residual "
+          f"{int(stats.iterations.max())} at evaluation (last-step residual "
           f"{float(stats.abs_residual.max()):.3g})")
     print(f"time per epoch: {train_time / args.epochs * 1e3:.1f} ms (forward+backward+step); "
           f"inference forward {fwd * 1e3:.1f} ms")
