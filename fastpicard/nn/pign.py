@@ -2,8 +2,15 @@
 
 encoder Linear -> act -> dropout -> Picard iteration of ONE shared message-passing layer,
 ``new = dropout(act(conv(x)))``, ``x = α·x + (1-α)·new`` -> decoder Linear.
+
+With a GCN layer (PyG ``GCNConv`` with its default normalisation, or fastpicard's ``GCNLayer``)
+each step runs as ``h = x·Wᵀ`` (BLAS) plus ONE fused pass ``fastpicard.ops.spmm_update``
+(aggregation, bias, activation, dropout, smoothing and residual) on a cached
+``fastpicard.Graph`` with PyG's ``gcn_norm`` weights.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +53,29 @@ def _make_conv(conv: str, hidden: int, dropout: float, kwargs: dict) -> nn.Modul
                      f"got {conv!r}")
 
 
+def _graph_api():
+    """(Graph, spmm_update) when the fused graph kernels are part of this build, else None."""
+    import fastpicard
+
+    graph = getattr(fastpicard, "Graph", None)
+    op = getattr(fastpicard.ops, "spmm_update", None)
+    return (graph, op) if graph is not None and op is not None else None
+
+
+def fusable_gcn(conv: nn.Module) -> bool:
+    """Whether conv's step is exactly ``act(Â·(x Wᵀ) + b)`` with PyG's gcn_norm Â."""
+    from .gcn import GCNLayer
+
+    if isinstance(conv, GCNLayer):
+        return True
+    try:
+        from torch_geometric.nn import GCNConv
+    except ImportError:
+        return False
+    return (type(conv) is GCNConv and conv.normalize and not conv.improved
+            and conv.add_self_loops and getattr(conv.lin, "bias", None) is None)
+
+
 def _widths(conv: nn.Module):
     """(in, out) feature widths a PyG-style conv declares, None where it does not say."""
     cin = getattr(conv, "in_channels", None)
@@ -60,7 +90,8 @@ def _widths(conv: nn.Module):
 
 class PIGN(nn.Module):
     """``PIGN(in_channels, hidden_channels, out_channels, *, conv="gcn", alpha=0.5, max_iter=8,
-    tol=None, eval_max_iter=None, dropout=0.5, act="relu", conv_kwargs=None, **solver_opts)``.
+    tol=None, eval_max_iter=None, dropout=0.5, act="relu", conv_kwargs=None, fused=None,
+    **solver_opts)``.
 
     Args:
         conv: "gcn", "gat", "sage", or any message-passing layer instance mapping
@@ -75,17 +106,21 @@ class PIGN(nn.Module):
         dropout: dropout after the encoder and inside every iteration (training only).
         act: "relu", "identity", "tanh", "leaky_relu" or a callable.
         conv_kwargs: extra constructor arguments for a string ``conv``.
+        fused: None (default) runs GCN layers on the fused ``spmm_update`` path whenever it
+            applies (string act, fused kernels built); False never; True requires it.
         **solver_opts: passed to ``fastpicard.picard`` (``backward``, ``solver``,
             ``check_every``, ...).
 
-    ``forward(x, edge_index, batch=None)`` returns the decoder's output per node;
-    ``last_stats`` holds the solver statistics of the latest call.
+    ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
+    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph`` (needed under
+    ``torch.compile``: building one reads the graph's size from the device). ``last_stats``
+    holds the solver statistics of the latest call.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
                  conv="gcn", alpha: float = 0.5, max_iter: int = 8, tol=None,
                  eval_max_iter: int | None = None, dropout: float = 0.5, act="relu",
-                 conv_kwargs: dict | None = None, **solver_opts):
+                 conv_kwargs: dict | None = None, fused: bool | None = None, **solver_opts):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                         ("out_channels", out_channels)):
@@ -121,7 +156,39 @@ class PIGN(nn.Module):
         self.encoder = nn.Linear(in_channels, hidden_channels)
         self.conv = conv
         self.decoder = nn.Linear(hidden_channels, out_channels)
+        if fused not in (None, True, False):
+            raise TypeError(f"PIGN: fused must be None, True or False, got {fused!r}")
+        if fused and not self._can_fuse():
+            raise ValueError("PIGN: fused=True needs a GCN conv (GCNConv with default "
+                             "normalisation, or GCNLayer), a string act, and fastpicard's fused "
+                             "graph kernels (fastpicard.Graph / ops.spmm_update)")
+        self.fused = fused
         self.last_stats = None
+        self._graph_cache = (None, None, None)  # (weakref to edge_index, its version, Graph)
+
+    def _can_fuse(self) -> bool:
+        return isinstance(self.act, str) and _graph_api() is not None and fusable_gcn(self.conv)
+
+    @property
+    def uses_fused_path(self) -> bool:
+        return self.fused is not False and self._can_fuse()
+
+    def _graph(self, edge_index, num_nodes: int):
+        """The fastpicard.Graph of edge_index, built once and reused while the same tensor
+        (same object, unmodified) comes back, as PyG's ``cached=True`` does."""
+        graph_cls = _graph_api()[0]
+        if isinstance(edge_index, graph_cls):
+            if edge_index.num_nodes != num_nodes:
+                raise ValueError(f"PIGN: the Graph has {edge_index.num_nodes} nodes but x has "
+                                 f"{num_nodes} rows")
+            return edge_index
+        ref, version, graph = self._graph_cache
+        if ref is not None and ref() is edge_index and version == edge_index._version and \
+                graph.num_nodes == num_nodes:
+            return graph
+        graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn")
+        self._graph_cache = (weakref.ref(edge_index), edge_index._version, graph)
+        return graph
 
     def _act(self, x):
         return ACTS[self.act](x) if isinstance(self.act, str) else self.act(x)
@@ -138,7 +205,31 @@ class PIGN(nn.Module):
         h = F.dropout(self._act(self.encoder(x)), self.dropout, self.training)
         n_iter = self.max_iter if self.training or self.eval_max_iter is None \
             else self.eval_max_iter
-        h, self.last_stats = iterate(
-            lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
-            max_iter=n_iter, batch=batch, opts=self.solver_opts)
+        if self.uses_fused_path:
+            step = self._fused_step(self._graph(edge_index, x.shape[0]), batch)
+            # the fused step already smooths: picard iterates it with alpha=0
+            h, self.last_stats = iterate(
+                lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
+                batch=batch, opts=self.solver_opts, step=step)
+        else:
+            if _graph_api() is not None and isinstance(edge_index, _graph_api()[0]):
+                raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
+                                f"{type(self.conv).__name__} takes edge_index")
+            h, self.last_stats = iterate(
+                lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
+                max_iter=n_iter, batch=batch, opts=self.solver_opts)
         return self.decoder(h)
+
+    def _fused_step(self, graph, batch):
+        """x -> (x_new, residual): GEMM + one fused spmm_update pass, with the conv's own
+        weight and bias."""
+        spmm_update = _graph_api()[1]
+        weight, bias = self.conv.lin.weight, self.conv.bias
+        p = self.dropout if self.training else 0.0
+        kw = {} if batch is None else dict(batch=batch, num_samples=int(batch.max()) + 1
+                                           if batch.numel() else 0)
+
+        def step(z):
+            return spmm_update(graph, F.linear(z, weight), z, self.alpha, bias=bias,
+                               act=self.act, dropout=p, **kw)
+        return step
