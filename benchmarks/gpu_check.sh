@@ -28,3 +28,4 @@ $PY -m fastpicard.bench update --sizes 1e5,1e6,1e7,268435456 --dtypes fp32,bf16 
 if $PY -c "import fastpicard.bench.graph" 2>/dev/null; then
   $PY -m fastpicard.bench graph --csv "$OUT/graph.csv" 2>&1 | tee "$OUT/bench_graph.log"
 fi
+$PY -m fastpicard.bench solver --csv "$OUT/solver.csv" 2>&1 | tee "$OUT/bench_solver.log"

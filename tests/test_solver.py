@@ -9,6 +9,7 @@ import torch
 
 import fastpicard
 from fastpicard import DivergenceError, picard
+from solver_fixtures import loop_impl  # noqa: F401  (autouse: C++ and Python loop)
 
 F64 = torch.float64
 

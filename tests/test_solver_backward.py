@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from solver_fixtures import loop_impl  # noqa: F401  (autouse: C++ and Python loop)
+
 from fastpicard import picard
 
 F64 = torch.float64

@@ -4,3 +4,7 @@ from . import reference
 from .picard_update import picard_update
 
 __all__ = ["picard_update", "reference"]
+from .spmm import spmm
+from .spmm_update import spmm_update
+
+__all__ += ["spmm", "spmm_update"]

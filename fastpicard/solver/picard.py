@@ -7,12 +7,12 @@ import time
 import warnings
 
 import torch
+from torch.nn.utils import parametrize
 
 from ..ops import _backend
-from ..ops import picard_update as _picard_update_fn
 from . import backward as _backward
 from .anderson import Anderson
-from .pyloop import PyLoop
+from .loop import make_loop
 from .stats import PicardStats
 
 STOPS = ("abs", "rel")
@@ -132,7 +132,9 @@ def picard(fn, x0, *, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", batch=None,
     early exit.
 
     Args:
-        fn: ``fn(x) -> T(x)``, same shape/dtype/device as x (put ``+ f`` inside fn).
+        fn: ``fn(x) -> T(x)``, same shape/dtype/device as x (put ``+ f`` inside fn). Without
+            autograd the solver reuses iterate buffers: fn must copy its input if it keeps it
+            beyond the call.
         x0: starting iterate (float32/float64/float16/bfloat16, any shape).
         alpha: smoothing in [0, 1).
         tol: stop a sample once its residual ``||x_{k+1} - x_k||`` (``stop="abs"``) or that
@@ -174,12 +176,6 @@ def picard(fn, x0, *, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", batch=None,
 
 
 # ---------------------------------------------------------------- the loop
-def _make_loop(x0, cfg, update):
-    return PyLoop(x0, cfg.alpha, cfg.batch, cfg.num_samples, cfg.leading, cfg.tol,
-                  cfg.stop == "rel", cfg.max_iter, cfg.divergence_factor, cfg.check_every,
-                  update)
-
-
 def _check_output(z, x):
     if not isinstance(z, torch.Tensor):
         raise TypeError(f"picard: fn must return a Tensor, got {type(z).__name__}")
@@ -202,12 +198,19 @@ def _diverge_message(div, S, steps):
             "They return their last iterate before the bad step; see stats.diverged")
 
 
-def solve(fn, x0, cfg, update=None):
-    """Forward solve under the ambient grad mode. Returns (x_star, stats)."""
+def solve(fn, x0, cfg):
+    """Forward solve under the ambient grad mode. Returns (x_star, stats). Parametrized
+    weights (e.g. :func:`fastpicard.contractive`) are computed once for the whole solve."""
+    with parametrize.cached():
+        return _solve(fn, x0, cfg)
+
+
+def _solve(fn, x0, cfg):
     t0 = time.perf_counter()
     S = cfg.num_samples
-    update = update or _picard_update_fn
-    loop = _make_loop(x0, cfg, update)
+    loop = make_loop(x0, cfg.alpha, cfg.batch, cfg.num_samples, cfg.leading, cfg.tol,
+                     cfg.stop == "rel", cfg.max_iter, cfg.divergence_factor, cfg.check_every,
+                     reuse_buffers=cfg.solver == "picard")
     acc = (Anderson(cfg.anderson_m, cfg.anderson_lam, cfg.batch, S, cfg.leading)
            if cfg.solver == "anderson" else None)
     x, steps = x0, 0
@@ -226,19 +229,21 @@ def solve(fn, x0, cfg, update=None):
             if cfg.dist_sync:
                 active, n_div = _all_reduce([active, n_div], x.device)
             if n_div and cfg.on_diverge == "raise":
-                stats = _stats(loop, t0, steps, cfg)
+                stats = _stats(loop, t0, steps, cfg, x0.dtype)
                 raise DivergenceError(_diverge_message(stats.diverged, S, steps))
             if active == 0 or steps == cfg.max_iter:
                 break
         x = loop.finish(x)
-    stats = _stats(loop, t0, steps, cfg)
+    stats = _stats(loop, t0, steps, cfg, x0.dtype)
     if stats.diverged.any() and cfg.on_diverge == "warn":
         warnings.warn(_diverge_message(stats.diverged, S, steps), RuntimeWarning, stacklevel=3)
     return x, stats
 
 
-def _stats(loop, t0, steps, cfg):
-    iters, abs_r, rel_r, conv, div, trace = (t.cpu() for t in loop.stats())
-    return PicardStats(iterations=iters, abs_residual=abs_r, rel_residual=rel_r, trace=trace,
-                       converged=conv, diverged=div, time=time.perf_counter() - t0, steps=steps,
-                       stop=cfg.stop, tol=cfg.tol)
+def _stats(loop, t0, steps, cfg, dtype):
+    packed = loop.stats()  # one host copy: iterations, abs, rel, status, trace rows
+    sd = torch.float64 if dtype == torch.float64 else torch.float32
+    return PicardStats(iterations=packed[0].long(), abs_residual=packed[1].to(sd),
+                       rel_residual=packed[2].to(sd), trace=packed[4:].to(sd),
+                       converged=packed[3] == 1, diverged=packed[3] == 2,
+                       time=time.perf_counter() - t0, steps=steps, stop=cfg.stop, tol=cfg.tol)

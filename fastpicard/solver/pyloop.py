@@ -19,6 +19,13 @@ import torch
 from ..ops.reference.picard_update import stat_dtype
 
 
+def reference_picard_update(x, z, alpha, *, batch, num_samples, frozen, return_norm):
+    from ..ops import picard_update  # the public op: C++/Triton when built, else pure torch
+
+    return picard_update(x, z, alpha, batch=batch, num_samples=num_samples, frozen=frozen,
+                         return_norm=return_norm)
+
+
 def control_update(state: dict, res: torch.Tensor, norm: torch.Tensor, step: int, tol: float,
                    rel: bool, div_factor: float):
     """Applies the rules above to the per-sample state in place; returns (improved,
@@ -46,13 +53,15 @@ def control_update(state: dict, res: torch.Tensor, norm: torch.Tensor, step: int
 
 
 class PyLoop:
-    """One smoothed-Picard solve's loop state; ``step`` does the update and the bookkeeping."""
+    """One smoothed-Picard solve's loop state; ``step`` does the update and the bookkeeping.
+    (Always allocates fresh iterates; ``reuse_buffers`` is accepted for the C++ signature.)"""
 
     def __init__(self, x0, alpha, batch, num_samples, leading, tol, rel, max_iter, div_factor,
-                 check_every, update):
+                 check_every, reuse_buffers=True, update=None):
         self.alpha, self.batch, self.S, self.leading = alpha, batch, num_samples, leading
         self.tol, self.rel, self.max_iter = tol, rel, max_iter
-        self.div_factor, self.check_every, self.update = div_factor, check_every, update
+        self.div_factor, self.check_every = div_factor, check_every
+        self.update = update or reference_picard_update
         dev, sd = x0.device, stat_dtype(x0.dtype)
         S = num_samples
         self.state = {
@@ -103,8 +112,12 @@ class PyLoop:
         return torch.where(self.rows(self.active()), self.keep, x)
 
     def stats(self):
+        """Packed like PicardLoop.stats: float64 rows (iterations, abs residual, rel residual,
+        status 0/1/2, trace...)."""
         st = self.state
         ex = self.active()
-        return (st["iters"], torch.where(ex, st["best_abs"], st["last_abs"]),
-                torch.where(ex, st["best_rel"], st["last_rel"]), st["converged"],
-                st["diverged"], st["trace"][: self.k])
+        status = st["converged"].double() + 2 * st["diverged"].double()
+        return torch.cat([st["iters"].double()[None],
+                          torch.where(ex, st["best_abs"], st["last_abs"]).double()[None],
+                          torch.where(ex, st["best_rel"], st["last_rel"]).double()[None],
+                          status[None], st["trace"][: self.k].double()]).cpu()

@@ -24,6 +24,7 @@ class PicardStats:
             ``iterations.max()``, spent on frozen samples without changing them.
         stop: "abs" or "rel", the criterion the trace holds.
         backward: stats of the adjoint solve (``backward="implicit"``), set once backward ran.
+        lipschitz: set by :meth:`estimate_lipschitz`.
     """
 
     iterations: torch.Tensor
@@ -37,6 +38,15 @@ class PicardStats:
     stop: str = "abs"
     tol: float = 0.0
     backward: "PicardStats | None" = field(default=None, repr=False)
+    lipschitz: float | None = None
+
+    def estimate_lipschitz(self, fn, x, **kw) -> float:
+        """Local Lipschitz constant of fn at x (usually the returned x_star), via
+        :func:`fastpicard.lipschitz_estimate`; stored in ``self.lipschitz`` and the summary."""
+        from ..contraction import lipschitz_estimate
+
+        self.lipschitz = lipschitz_estimate(fn, x, **kw)
+        return self.lipschitz
 
     @property
     def num_samples(self) -> int:
@@ -54,7 +64,8 @@ class PicardStats:
         return (f"picard: {int(self.converged.sum())}/{s} converged, "
                 f"{int(self.diverged.sum())} diverged, iterations {iters}, "
                 f"max {self.stop} residual {worst} (tol {self.tol:g}), "
-                f"{self.steps} steps in {self.time * 1e3:.2f} ms")
+                f"{self.steps} steps in {self.time * 1e3:.2f} ms"
+                + (f", Lipschitz ~{self.lipschitz:.3g}" if self.lipschitz is not None else ""))
 
     def plot(self, ax=None, max_samples: int = 32):
         """Residual traces on a log scale (one line per sample, up to ``max_samples``) and the

@@ -4,3 +4,7 @@ the ``torch.ops.fastpicard`` ops; differentiable through ordinary autograd."""
 from .picard_update import picard_update
 
 __all__ = ["picard_update"]
+from .spmm import spmm
+from .spmm_update import spmm_update
+
+__all__ += ["spmm", "spmm_update"]

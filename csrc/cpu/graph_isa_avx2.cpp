@@ -1,0 +1,23 @@
+// Graph kernels compiled for AVX2 + FMA (chosen at run time when the CPU has both).
+#include "cpu/graph_impl_deps.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma")
+#endif
+#define FASTPICARD_ISA avx2
+#define FASTPICARD_ISA_NAME "avx2"
+#define FASTPICARD_VBYTES 32
+#include "cpu/graph_impl.h"
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+
+namespace fastpicard {
+namespace graph_cpu {
+const Kernels& kernels_avx2() { return avx2::table(); }
+}  // namespace graph_cpu
+}  // namespace fastpicard
+#endif

@@ -1,0 +1,291 @@
+"""``fastpicard.Graph``: a sparse graph prepared once for the graph kernels.
+
+A Graph holds the normalised adjacency ``Â`` as CSR with one row per *target* node (row ``i``
+lists the sources ``j`` of the edges ``j -> i`` with their weights, so ``Â·h`` aggregates
+incoming messages, PyG's "source_to_target" flow) and the transposed CSR, which the backward
+walks to compute ``Âᵀ·g`` without float atomics. Indices are int32 when they fit.
+
+Normalisations (``norm=``), on the graph after self-loop handling:
+    "gcn"   D^-1/2 (A+I) D^-1/2 with D the weighted in-degree, exactly PyG's ``gcn_norm``
+            (``add_self_loops=True`` follows ``add_remaining_self_loops``: existing self loops
+            are replaced by one loop per node, weighted 1 or, with edge weights, by the weight
+            of the node's existing self loop (the last one when there are several)).
+    "mean"  D^-1 A: each row's weights divided by their sum (weighted in-degree).
+    "sum"   A as given (weights, or 1 per edge).
+Duplicate edges stay separate entries, so their messages add up, as in PyG.
+
+If ``edge_weight`` requires grad, ``graph.weight`` is a differentiable function of it and the
+graph ops return its gradient; build such a graph anew for each backward pass.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+_NORMS = ("gcn", "mean", "sum")
+_INT32_MAX = 2**31 - 1
+
+
+class Graph:
+    """CSR (+ transposed CSR) of a normalised adjacency; see the module docstring.
+
+    Attributes:
+        num_nodes: N.
+        rowptr [N+1], col [E]: CSR rows (targets) and their source nodes; int32 or int64.
+        weight [E] float32 (float64 if built from float64 weights), or None: all ones.
+        t_rowptr [N+1], t_col [E], t_perm [E]: the transpose; its entry k is CSR entry t_perm[k].
+        batch: optional int64 [N] graph id of each node (many graphs in one batch).
+        num_graphs: number of graphs (1 without batch).
+        norm: the normalisation used.
+    """
+
+    __slots__ = ("num_nodes", "rowptr", "col", "weight", "t_rowptr", "t_col", "t_perm", "batch",
+                 "num_graphs", "norm")
+
+    def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
+                 num_graphs=1, norm="sum"):
+        self.num_nodes = num_nodes
+        self.rowptr, self.col, self.weight = rowptr, col, weight
+        self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
+        self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_edge_index(cls, edge_index, num_nodes=None, *, edge_weight=None, norm="gcn",
+                        add_self_loops=True, batch=None, num_graphs=None) -> "Graph":
+        """Graph from a PyG-style ``edge_index`` [2, E] (row 0 sources, row 1 targets).
+
+        Args:
+            edge_index: integer tensor [2, E].
+            num_nodes: number of nodes (default: largest index + 1).
+            edge_weight: optional float tensor [E].
+            norm: "gcn", "mean" or "sum" (see the module docstring).
+            add_self_loops: replace self loops by one loop per node (PyG's
+                ``add_remaining_self_loops``).
+            batch: optional int64 [num_nodes] graph id of each node.
+            num_graphs: number of graphs in ``batch`` (default: largest id + 1).
+        """
+        if not isinstance(edge_index, torch.Tensor):
+            raise TypeError(f"Graph: edge_index must be a Tensor, got {type(edge_index).__name__}")
+        if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or \
+                edge_index.dtype == torch.bool:
+            raise TypeError(f"Graph: edge_index must have an integer dtype, got {edge_index.dtype}")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError("Graph: edge_index must have shape [2, num_edges], got "
+                             f"{tuple(edge_index.shape)}")
+        if norm not in _NORMS:
+            raise ValueError(f"Graph: norm must be one of {_NORMS}, got {norm!r}")
+        if not isinstance(add_self_loops, bool):
+            raise TypeError(f"Graph: add_self_loops must be a bool, got {type(add_self_loops).__name__}")
+        edge_index = edge_index.long()
+        e = edge_index.shape[1]
+        if num_nodes is None:
+            num_nodes = int(edge_index.max()) + 1 if e else 0
+        elif isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral):
+            raise TypeError(f"Graph: num_nodes must be an int, got {type(num_nodes).__name__}")
+        num_nodes = int(num_nodes)
+        if num_nodes < 0:
+            raise ValueError(f"Graph: num_nodes must be >= 0, got {num_nodes}")
+        if e:
+            lo, hi = int(edge_index.min()), int(edge_index.max())
+            if lo < 0:
+                raise IndexError(f"Graph: edge_index contains the negative node index {lo}")
+            if hi >= num_nodes:
+                raise IndexError(f"Graph: edge_index contains node {hi}, but num_nodes={num_nodes} "
+                                 f"(num_nodes is too small)")
+        if edge_weight is not None:
+            if not isinstance(edge_weight, torch.Tensor):
+                raise TypeError("Graph: edge_weight must be a Tensor, got "
+                                f"{type(edge_weight).__name__}")
+            if not edge_weight.dtype.is_floating_point:
+                raise TypeError(f"Graph: edge_weight must be floating point, got {edge_weight.dtype}")
+            if edge_weight.shape != (e,):
+                raise ValueError(f"Graph: edge_weight must have shape [num_edges={e}], got "
+                                 f"{tuple(edge_weight.shape)}")
+            if edge_weight.device != edge_index.device:
+                raise ValueError(f"Graph: edge_weight is on {edge_weight.device} but edge_index is "
+                                 f"on {edge_index.device}")
+            if not bool(torch.isfinite(edge_weight).all()):
+                raise ValueError("Graph: edge_weight contains NaN or Inf")
+            if edge_weight.dtype != torch.float64:
+                edge_weight = edge_weight.float()
+        batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, edge_index.device)
+
+        src, dst = edge_index[0], edge_index[1]
+        weight = edge_weight
+        if add_self_loops:
+            src, dst, weight = _add_remaining_self_loops(src, dst, weight, num_nodes)
+        if weight is None and norm != "sum":
+            weight = torch.ones(src.shape[0], dtype=torch.float32, device=src.device)
+        if norm == "gcn":
+            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
+            deg = deg.scatter_add(0, dst, weight)
+            dis = deg.pow(-0.5)
+            dis = dis.masked_fill(dis == float("inf"), 0.0)
+            weight = dis[src] * weight * dis[dst]
+        elif norm == "mean":
+            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
+            deg = deg.scatter_add(0, dst, weight)
+            inv = deg.reciprocal().masked_fill(deg == 0, 0.0)
+            weight = weight * inv[dst]
+        return cls._from_coo(src, dst, weight, num_nodes, batch, num_graphs, norm)
+
+    @classmethod
+    def from_sparse(cls, adj, *, norm="sum", add_self_loops=False, batch=None,
+                    num_graphs=None) -> "Graph":
+        """Graph from a square ``torch.sparse_csr`` (or COO) matrix ``adj`` with
+        ``adj[i, j]`` = weight of the message j -> i, so that by default
+        ``spmm(graph, h) == adj @ h``. ``norm``/``add_self_loops`` as in from_edge_index."""
+        if not isinstance(adj, torch.Tensor) or adj.layout not in (torch.sparse_csr,
+                                                                   torch.sparse_coo):
+            raise TypeError("Graph: adj must be a torch.sparse_csr or sparse_coo tensor, got "
+                            f"{getattr(adj, 'layout', type(adj).__name__)}")
+        if adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
+            raise ValueError(f"Graph: adj must be a square matrix, got shape {tuple(adj.shape)}")
+        if adj.layout == torch.sparse_csr:
+            crow, colidx = adj.crow_indices().long(), adj.col_indices().long()
+            rows = torch.repeat_interleave(torch.arange(adj.shape[0], device=crow.device),
+                                           crow.diff())
+            values = adj.values()
+        else:
+            adj = adj.coalesce()
+            rows, colidx = adj.indices()
+            values = adj.values()
+        edge_index = torch.stack([colidx, rows])
+        return cls.from_edge_index(edge_index, adj.shape[0], edge_weight=values, norm=norm,
+                                   add_self_loops=add_self_loops, batch=batch,
+                                   num_graphs=num_graphs)
+
+    @classmethod
+    def from_sparse_tensor(cls, adj_t, *, norm="gcn", add_self_loops=True, batch=None,
+                           num_graphs=None) -> "Graph":
+        """Graph from a torch_sparse ``SparseTensor`` ``adj_t`` in PyG's convention (row i lists
+        the sources of the edges into node i; its values, if any, are edge weights)."""
+        if not all(hasattr(adj_t, a) for a in ("coo", "sparse_sizes")):
+            raise TypeError(f"Graph: adj_t must be a torch_sparse SparseTensor, got "
+                            f"{type(adj_t).__name__}")
+        n, m = adj_t.sparse_sizes()
+        if n != m:
+            raise ValueError(f"Graph: adj_t must be square, got sparse sizes {(n, m)}")
+        row, col, value = adj_t.coo()
+        return cls.from_edge_index(torch.stack([col, row]), n, edge_weight=value, norm=norm,
+                                   add_self_loops=add_self_loops, batch=batch,
+                                   num_graphs=num_graphs)
+
+    @classmethod
+    def from_pyg(cls, data, *, norm="gcn", add_self_loops=True) -> "Graph":
+        """Graph from a PyG ``Data``/``Batch``: its ``adj_t`` (SparseTensor) or ``edge_index``
+        (+ ``edge_weight`` when present), ``num_nodes`` and, for a batch, ``batch``."""
+        batch = getattr(data, "batch", None)
+        num_graphs = int(data.num_graphs) if batch is not None else None
+        adj_t = getattr(data, "adj_t", None)
+        if adj_t is not None:
+            return cls.from_sparse_tensor(adj_t, norm=norm, add_self_loops=add_self_loops,
+                                          batch=batch, num_graphs=num_graphs)
+        edge_index = getattr(data, "edge_index", None)
+        if edge_index is None:
+            raise ValueError("Graph: data has neither edge_index nor adj_t")
+        return cls.from_edge_index(torch.as_tensor(edge_index), data.num_nodes,
+                                   edge_weight=getattr(data, "edge_weight", None), norm=norm,
+                                   add_self_loops=add_self_loops, batch=batch,
+                                   num_graphs=num_graphs)
+
+    @classmethod
+    def _from_coo(cls, src, dst, weight, num_nodes, batch, num_graphs, norm) -> "Graph":
+        n = num_nodes
+        device = src.device
+        order = torch.argsort(dst * n + src, stable=True)  # rows (targets), sources ascending
+        col, rows = src[order], dst[order]
+        weight = weight[order] if weight is not None else None
+        t_perm = torch.argsort(col * n + rows, stable=True)
+        t_col = rows[t_perm]
+        rowptr = _rowptr(rows, n, device)
+        t_rowptr = _rowptr(col, n, device)
+        idx = torch.int32 if max(n, col.numel()) <= _INT32_MAX else torch.int64
+        return cls(num_nodes=n, rowptr=rowptr.to(idx), col=col.to(idx), weight=weight,
+                   t_rowptr=t_rowptr.to(idx), t_col=t_col.to(idx), t_perm=t_perm.to(idx),
+                   batch=batch, num_graphs=num_graphs, norm=norm)
+
+    # ------------------------------------------------------------------ utilities
+    @property
+    def num_edges(self) -> int:
+        """Stored entries (edges after self-loop handling)."""
+        return self.col.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.rowptr.device
+
+    def to(self, device) -> "Graph":
+        """The same graph with every tensor on ``device``."""
+        def mv(t):
+            return None if t is None else t.to(device)
+        return Graph(num_nodes=self.num_nodes, rowptr=mv(self.rowptr), col=mv(self.col),
+                     weight=mv(self.weight), t_rowptr=mv(self.t_rowptr), t_col=mv(self.t_col),
+                     t_perm=mv(self.t_perm), batch=mv(self.batch), num_graphs=self.num_graphs,
+                     norm=self.norm)
+
+    def adjacency(self) -> torch.Tensor:
+        """Â as a ``torch.sparse_csr`` tensor (int64 indices)."""
+        values = self.weight if self.weight is not None else torch.ones(
+            self.num_edges, device=self.device)
+        return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), values,
+                                       (self.num_nodes, self.num_nodes))
+
+    def __repr__(self) -> str:
+        return (f"Graph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, norm={self.norm!r}, "
+                f"index={str(self.col.dtype).replace('torch.', '')}, "
+                f"num_graphs={self.num_graphs}, device={self.device})")
+
+
+def _rowptr(rows: torch.Tensor, n: int, device) -> torch.Tensor:
+    ptr = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    if rows.numel():
+        ptr[1:] = torch.bincount(rows, minlength=n).cumsum(0)
+    return ptr
+
+
+def _add_remaining_self_loops(src, dst, weight, n):
+    """Drop self loops, then add one loop per node: weight 1, or the weight of the node's last
+    existing self loop (PyG's ``add_remaining_self_loops`` with fill_value=1)."""
+    is_loop = src == dst
+    keep = ~is_loop
+    loop = torch.arange(n, device=src.device)
+    if weight is not None:
+        loop_w = torch.ones(n, dtype=weight.dtype, device=weight.device)
+        pos = torch.nonzero(is_loop).flatten()
+        if pos.numel():
+            node = src[pos]
+            last = torch.full((n,), -1, dtype=torch.int64, device=src.device)
+            last = last.scatter_reduce(0, node, pos, reduce="amax")
+            loop_w = torch.where(last >= 0, weight[last.clamp_min(0)], loop_w)
+        weight = torch.cat([weight[keep], loop_w])
+    return torch.cat([src[keep], loop]), torch.cat([dst[keep], loop]), weight
+
+
+def _check_batch(batch, num_graphs, num_nodes, device):
+    if batch is None:
+        if num_graphs not in (None, 1):
+            raise ValueError(f"Graph: num_graphs={num_graphs} needs a batch vector")
+        return None, 1
+    if not isinstance(batch, torch.Tensor) or batch.dtype.is_floating_point or \
+            batch.dtype == torch.bool:
+        raise TypeError("Graph: batch must be an integer Tensor, got "
+                        f"{getattr(batch, 'dtype', type(batch).__name__)}")
+    if batch.shape != (num_nodes,):
+        raise ValueError(f"Graph: batch must have shape [num_nodes={num_nodes}], got "
+                         f"{tuple(batch.shape)}")
+    if batch.device != device:
+        raise ValueError(f"Graph: batch is on {batch.device} but edge_index is on {device}")
+    batch = batch.long()
+    top = int(batch.max()) + 1 if num_nodes else 0
+    if num_nodes and int(batch.min()) < 0:
+        raise IndexError(f"Graph: batch contains the negative graph id {int(batch.min())}")
+    if num_graphs is None:
+        num_graphs = top
+    elif isinstance(num_graphs, bool) or not isinstance(num_graphs, numbers.Integral):
+        raise TypeError(f"Graph: num_graphs must be an int, got {type(num_graphs).__name__}")
+    elif num_graphs < top:
+        raise IndexError(f"Graph: batch contains graph id {top - 1}, but num_graphs={num_graphs}")
+    return batch, int(num_graphs)
