@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastpicard import picard
+import fastpicard
 from fastpicard.nn import PIGN, GCNLayer
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
@@ -60,11 +60,11 @@ def test_loss_decreases(conv):
 @pytest.mark.parametrize("conv", ["gcn", "gat", "sage"])
 @pytest.mark.parametrize("training", [False, True])
 def test_matches_plain_loop(conv, training):
-    """Fixed schedule (tol=None): exactly max_iter smoothed steps, the last one returned,
-    bit-identical to the loop in the authors' code (same dropout draws in training)."""
+    """Fixed schedule (tol=None), unfused: exactly max_iter smoothed steps, the last one
+    returned, bit-identical to the loop in the authors' code (same dropout draws)."""
     x, ei, _ = toy_graph()
     torch.manual_seed(0)
-    model = PIGN(6, 16, 3, conv=conv, alpha=0.3, max_iter=5).train(training)
+    model = PIGN(6, 16, 3, conv=conv, alpha=0.3, max_iter=5, fused=False).train(training)
     torch.manual_seed(1)
     out = model(x, ei)
     torch.manual_seed(1)
@@ -77,6 +77,79 @@ def test_matches_plain_loop(conv, training):
         assert all(p.grad is not None for p in model.parameters())
 
 
+def _fused_pair(conv="gcn", **kw):
+    torch.manual_seed(0)
+    fused = PIGN(6, 16, 3, conv=conv, alpha=0.4, max_iter=5, **kw)
+    plain = PIGN(6, 16, 3, conv=conv, alpha=0.4, max_iter=5, fused=False, **kw)
+    plain.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        fused.conv.bias.normal_()
+        plain.conv.bias.copy_(fused.conv.bias)
+    assert fused.uses_fused_path and not plain.uses_fused_path
+    return fused, plain
+
+
+@pytest.mark.parametrize("conv", ["gcn", "instance", "builtin"])
+@pytest.mark.parametrize("act", ["relu", "tanh", "leaky_relu", "identity"])
+def test_fused_matches_pyg_path(conv, act):
+    """The fused GCN step (GEMM + spmm_update) = PyG's GCNConv + act + smoothing, forward and
+    backward (dropout off: its masks come from different generators)."""
+    c = {"gcn": "gcn", "instance": pyg_nn.GCNConv(16, 16), "builtin": GCNLayer(16, 16)}[conv]
+    x, ei, y = toy_graph()
+    fused, plain = _fused_pair(c, act=act, dropout=0.0)
+    for mode in ("eval", "train"):
+        fused.train(mode == "train")
+        plain.train(mode == "train")
+        a, b = fused(x, ei), plain(x, ei)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    F.cross_entropy(a, y).backward()
+    F.cross_entropy(b, y).backward()
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(fused.last_stats.trace, plain.last_stats.trace, rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_fused_dropout_and_graph_cache():
+    x, ei, y = toy_graph()
+    fused, plain = _fused_pair(dropout=0.5)
+    fused.train()
+    torch.manual_seed(3)
+    a = fused(x, ei)
+    torch.manual_seed(3)
+    assert torch.equal(a, fused(x, ei))  # reproducible under torch.manual_seed
+    assert not torch.equal(a, fused(x, ei))  # fresh masks on the next call
+    assert not torch.allclose(a, fused.eval()(x, ei))
+    g = fused._graph_cache[2]
+    fused(x, ei)
+    assert fused._graph_cache[2] is g  # same edge_index: Graph reused
+    ei2 = ei.clone()
+    fused(x, ei2)
+    assert fused._graph_cache[2] is not g  # another tensor: rebuilt
+    ei2[0, 0] = (ei2[0, 0] + 1) % 40
+    g2 = fused._graph_cache[2]
+    fused(x, ei2)
+    assert fused._graph_cache[2] is not g2  # modified in place: rebuilt
+    graph = fastpicard.Graph.from_edge_index(ei, 40, norm="gcn")
+    torch.testing.assert_close(fused(x, graph), fused(x, ei), rtol=0, atol=0)
+    losses = train_losses(fused, x, ei, y, steps=60)  # trains with in-kernel dropout
+    assert sum(losses[-10:]) / 10 < 0.75 * losses[0], losses
+    with pytest.raises(TypeError, match="needs the fused GCN path"):
+        plain(x, graph)
+    with pytest.raises(ValueError, match="nodes"):
+        fused(x[:30], graph)
+
+
+def test_fused_choice():
+    assert not PIGN(4, 8, 2, act=torch.sin).uses_fused_path  # a callable act: PyG path
+    assert not PIGN(4, 8, 2, conv=pyg_nn.GCNConv(8, 8, improved=True)).uses_fused_path
+    assert not PIGN(4, 8, 2, conv="sage").uses_fused_path
+    with pytest.raises(ValueError, match="fused=True"):
+        PIGN(4, 8, 2, conv="gat", fused=True)
+    with pytest.raises(TypeError, match="fused"):
+        PIGN(4, 8, 2, fused="yes")
+
+
 def test_eval_max_iter():
     x, ei, _ = toy_graph()
     model = PIGN(6, 8, 3, max_iter=2, eval_max_iter=7)
@@ -84,7 +157,7 @@ def test_eval_max_iter():
     assert model.last_stats.steps == 2
     model.eval()(x, ei)
     assert model.last_stats.steps == 7
-    torch.testing.assert_close(model(x, ei), plain_pign(model, x, ei, 7), rtol=0, atol=0)
+    torch.testing.assert_close(model(x, ei), plain_pign(model, x, ei, 7), rtol=1e-5, atol=1e-6)
 
 
 def contractive_model(dtype=torch.float64, **kw):
@@ -175,14 +248,17 @@ def test_builtin_gcn_layer_matches_pyg():
     torch.testing.assert_close(ours(x, ei), ref(x, ei), rtol=1e-6, atol=1e-6)
 
 
-def test_compile_no_graph_break():
-    """The fixed-schedule loop compiles into one graph (SAGE: PyG's GCN/GAT normalisation
-    itself breaks graphs on boolean masks; the fused GCN path is tested with a Graph)."""
+@pytest.mark.parametrize("conv", ["gcn", "sage"])
+def test_compile_no_graph_break(conv):
+    """PIGN's forward compiles into one graph: the fused GCN path on a prebuilt Graph, and the
+    fixed-schedule loop around a PyG conv (SAGE: PyG's GCN/GAT normalisation itself breaks
+    graphs on boolean masks)."""
     x, ei, _ = toy_graph()
-    model = PIGN(6, 16, 3, conv="sage", max_iter=4).eval()
+    model = PIGN(6, 16, 3, conv=conv, max_iter=4).eval()
+    arg = fastpicard.Graph.from_edge_index(ei, 40, norm="gcn") if conv == "gcn" else ei
+    assert model.uses_fused_path == (conv == "gcn")
     compiled = torch.compile(model, fullgraph=True)
-    torch.testing.assert_close(compiled(x, ei), model(x, ei), rtol=1e-5, atol=1e-6)
-    assert compiled(x, ei).shape == (40, 3)
+    torch.testing.assert_close(compiled(x, arg), model(x, arg), rtol=1e-5, atol=1e-6)
 
 
 def test_nonfinite_is_reported():
