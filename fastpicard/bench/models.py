@@ -210,7 +210,7 @@ def run_vit(args, device):
         "ANIE/fastpicard": lambda: anie(x0, tg).square().mean().backward(),
         "ANIE/python_loop": plain_anie,
     }
-    t = interleaved_medians(cases, device, reps=max(5, args.reps // 3))
+    t = interleaved_medians(cases, device, reps=args.reps)
     for name, sec in t.items():
         model, label = name.split("/")
         ref = t[f"{model}/python_loop"]
