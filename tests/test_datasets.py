@@ -100,7 +100,8 @@ def test_root_layouts(tmp_path):
     pyg = tmp_path / "pyg" / "Cora" / "raw"
     shutil.copytree(_DATA_DIR / "Cora", flat)
     shutil.copytree(_DATA_DIR / "Cora", pyg)
-    a, b, c = planetoid("Cora"), planetoid("Cora", root=flat), planetoid("cora", root=tmp_path / "pyg")
+    a, b = planetoid("Cora"), planetoid("Cora", root=flat)
+    c = planetoid("cora", root=tmp_path / "pyg")
     for key in GraphData._TENSORS:
         assert torch.equal(getattr(a, key), getattr(b, key))
         assert torch.equal(getattr(a, key), getattr(c, key))

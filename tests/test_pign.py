@@ -220,6 +220,13 @@ def test_per_graph_early_exit_with_batch():
     alone = [model(x1, e1), model(x2, e2)]
     torch.testing.assert_close(both, torch.cat(alone), rtol=1e-5, atol=1e-6)
     assert its.shape == (2,) and model.last_stats.converged.all()
+    # a batched Graph carries the graph ids itself
+    graph = fastpicard.Graph.from_edge_index(ei, 50, norm="gcn", batch=batch)
+    torch.testing.assert_close(model(x, graph), both, rtol=0, atol=0)
+    assert torch.equal(model.last_stats.iterations, its)
+    fixed = PIGN(6, 8, 3, max_iter=3).eval()
+    fixed(x, graph)
+    assert fixed.last_stats.trace.shape == (3, 2)
 
 
 def test_state_dict_round_trip():

@@ -17,7 +17,8 @@ def _pair(v, name):
 
 
 class FieldViT(nn.Module):
-    """``FieldViT(in_channels, out_channels, image_size, patch_size)``: [B, Cin, H, W] -> [B, Cout, H, W].
+    """``FieldViT(in_channels, out_channels, image_size, patch_size)``:
+    [B, Cin, H, W] -> [B, Cout, H, W].
 
     Args:
         image_size, patch_size: int or (h, w); the patch size must divide the image size.

@@ -206,7 +206,10 @@ class PIGN(nn.Module):
         n_iter = self.max_iter if self.training or self.eval_max_iter is None \
             else self.eval_max_iter
         if self.uses_fused_path:
-            step = self._fused_step(self._graph(edge_index, x.shape[0]), batch)
+            graph = self._graph(edge_index, x.shape[0])
+            if batch is None:  # a batched Graph carries its own graph ids
+                batch = graph.batch
+            step = self._fused_step(graph, batch)
             # the fused step already smooths: picard iterates it with alpha=0
             h, self.last_stats = iterate(
                 lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
