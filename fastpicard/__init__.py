@@ -1,6 +1,6 @@
 """fastpicard: fast fused kernels and solvers for Picard-iterative neural networks."""
 from . import _ext
-from . import ops
+from . import datasets, nn, ops
 from .contraction import contractive, jacobian_penalty, lipschitz_estimate
 from .graph import Graph
 from .solver import DivergenceError, PicardStats, picard
@@ -11,14 +11,10 @@ __all__ = [
     "ops", "__version__", "extension_available",
     "picard", "PicardStats", "DivergenceError",
     "contractive", "lipschitz_estimate", "jacobian_penalty",
-    "Graph",
+    "Graph", "datasets", "nn",
 ]
 
 
 def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
-
-from . import datasets, nn  # noqa: E402  (issue 5: modules and datasets)
-
-__all__ += ["datasets", "nn"]
