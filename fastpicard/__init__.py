@@ -1,6 +1,6 @@
 """fastpicard: fast fused kernels and solvers for Picard-iterative neural networks."""
 from . import _ext
-from . import ops
+from . import datasets, nn, ops
 from .contraction import contractive, jacobian_penalty, lipschitz_estimate
 from .graph import Graph
 from .solver import DivergenceError, PicardStats, picard
@@ -11,7 +11,7 @@ __all__ = [
     "ops", "__version__", "extension_available",
     "picard", "PicardStats", "DivergenceError",
     "contractive", "lipschitz_estimate", "jacobian_penalty",
-    "Graph",
+    "Graph", "datasets", "nn",
 ]
 
 

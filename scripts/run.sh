@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FASTPICARD_EXTRAS=bench bash scripts/setup.sh
-exec .venv/bin/python -m fastpicard.bench update "$@"
+exec .venv/bin/python -m fastpicard.train "$@"

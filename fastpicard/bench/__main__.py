@@ -8,6 +8,7 @@ import importlib
 BENCHMARKS = {
     "update": "update",
     "solver": "solver",
+    "models": "models",
 }
 
 
