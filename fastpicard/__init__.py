@@ -19,6 +19,7 @@ def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
 
+
 from .solver import picard_gcn  # noqa: E402
 
 __all__ += ["picard_gcn"]
