@@ -1,6 +1,6 @@
 // Kernel templates of the graph ops (see graph_isa.h). Included only by graph_isa_<isa>.cpp,
 // which first includes graph_impl_deps.h, then selects the instruction set, then defines
-//   FASTPICARD_ISA     the namespace name: base, avx2, avx512 (FASTPICARD_ISA_NAME: as a string)
+//   FASTPICARD_ISA     the namespace name: base, avx2 (FASTPICARD_ISA_NAME: as a string)
 //   FASTPICARD_VBYTES  the vector width in bytes the feature loops are written for.
 // Everything here has internal linkage, so each ISA's copy stays its own.
 //
@@ -42,83 +42,98 @@ struct VecOf {
 constexpr int64_t kPrefetchAhead = 16;
 constexpr int kBlockVectors = 8;  // accumulators held in registers per feature block
 
-// buf[0:F] = sum over entries [e0, e1) of w_k * src[col[k], 0:F] (S == A: register blocks).
-template <int WM, typename A, typename I>
-inline void gather_row_vec(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                           int64_t nnz, const A* src, int64_t F, A* buf) {
+// out[0 : NV*L] = sum over entries [e0, e1) of w_k * src[col[k], f0 : f0 + NV*L] (src rows
+// have F elements), with the NV accumulator vectors held in registers.
+template <int NV, int WM, typename A, typename I>
+inline void gather_block(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
+                         int64_t nnz, const A* src, int64_t F, int64_t f0, A* out) {
   using V = typename VecOf<A>::type;
   constexpr int64_t L = sizeof(V) / sizeof(A);
-  constexpr int64_t B = L * kBlockVectors;
-  int64_t f0 = 0;
-  for (; f0 + B <= F; f0 += B) {
-    V acc[kBlockVectors];
-    for (int v = 0; v < kBlockVectors; ++v) acc[v] = V{};
-    for (int64_t k = e0; k < e1; ++k) {
-      if (k + kPrefetchAhead < nnz) {
-        const char* p = reinterpret_cast<const char*>(
-            src + static_cast<int64_t>(col[k + kPrefetchAhead]) * F + f0);
-        for (int64_t off = 0; off < B * static_cast<int64_t>(sizeof(A)); off += 64)
-          __builtin_prefetch(p + off);
-      }
-      const A wk = weight_of<WM>(w, perm, k);
-      const A* s = src + static_cast<int64_t>(col[k]) * F + f0;
-      for (int v = 0; v < kBlockVectors; ++v) {
-        V t;
-        std::memcpy(&t, s + v * L, sizeof(V));
-        acc[v] += wk * t;
-      }
+  V acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
+  for (int64_t k = e0; k < e1; ++k) {
+    if (k + kPrefetchAhead < nnz) {
+      const char* p = reinterpret_cast<const char*>(
+          src + static_cast<int64_t>(col[k + kPrefetchAhead]) * F + f0);
+      for (int64_t off = 0; off < NV * L * static_cast<int64_t>(sizeof(A)); off += 64)
+        __builtin_prefetch(p + off);
     }
-    for (int v = 0; v < kBlockVectors; ++v) std::memcpy(buf + f0 + v * L, &acc[v], sizeof(V));
-  }
-  for (; f0 + L <= F; f0 += L) {
-    V acc = V{};
-    for (int64_t k = e0; k < e1; ++k) {
+    const A wk = weight_of<WM>(w, perm, k);
+    const A* s = src + static_cast<int64_t>(col[k]) * F + f0;
+    for (int v = 0; v < NV; ++v) {
       V t;
-      std::memcpy(&t, src + static_cast<int64_t>(col[k]) * F + f0, sizeof(V));
-      acc += weight_of<WM>(w, perm, k) * t;
+      std::memcpy(&t, s + v * L, sizeof(V));
+      acc[v] += wk * t;
     }
-    std::memcpy(buf + f0, &acc, sizeof(V));
   }
-  for (; f0 < F; ++f0) {
+  for (int v = 0; v < NV; ++v) std::memcpy(out + v * L, &acc[v], sizeof(V));
+}
+
+// buf[0 : fe - fb] = sum over entries [e0, e1) of w_k * src[col[k], fb : fe] for a float or
+// double source: features in register blocks of 8, 4, 2, 1 vectors (one pass over the entries
+// per block), the last (fe - fb) mod L features one at a time.
+template <int WM, typename A, typename I>
+inline void gather_row_vec(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
+                           int64_t nnz, const A* src, int64_t F, int64_t fb, int64_t fe, A* buf) {
+  constexpr int64_t L = sizeof(typename VecOf<A>::type) / sizeof(A);
+  int64_t f0 = fb;
+  for (; fe - f0 >= kBlockVectors * L; f0 += kBlockVectors * L)
+    gather_block<kBlockVectors, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+  if (fe - f0 >= 4 * L) {
+    gather_block<4, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += 4 * L;
+  }
+  if (fe - f0 >= 2 * L) {
+    gather_block<2, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += 2 * L;
+  }
+  if (fe - f0 >= L) {
+    gather_block<1, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += L;
+  }
+  for (; f0 < fe; ++f0) {
     A acc = 0;
     for (int64_t k = e0; k < e1; ++k)
       acc += weight_of<WM>(w, perm, k) * src[static_cast<int64_t>(col[k]) * F + f0];
-    buf[f0] = acc;
+    buf[f0 - fb] = acc;
   }
 }
 
 // Same for a half/bfloat16 source: convert after load, accumulate in the row buffer.
 template <int WM, typename S, typename A, typename I>
 inline void gather_row_generic(const I* col, const A* w, const I* perm, int64_t e0,
-                               int64_t e1, const S* src, int64_t F, A* buf) {
-  for (int64_t f = 0; f < F; ++f) buf[f] = 0;
+                               int64_t e1, const S* src, int64_t F, int64_t fb, int64_t fe,
+                               A* buf) {
+  const int64_t n = fe - fb;
+  for (int64_t f = 0; f < n; ++f) buf[f] = 0;
   for (int64_t k = e0; k < e1; ++k) {
     const A wk = weight_of<WM>(w, perm, k);
-    const S* s = src + static_cast<int64_t>(col[k]) * F;
+    const S* s = src + static_cast<int64_t>(col[k]) * F + fb;
 #pragma omp simd
-    for (int64_t f = 0; f < F; ++f) buf[f] += wk * static_cast<A>(s[f]);
+    for (int64_t f = 0; f < n; ++f) buf[f] += wk * static_cast<A>(s[f]);
   }
 }
 
 template <int WM, typename S, typename A, typename I>
 inline void gather_row(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                       int64_t nnz, const S* src, int64_t F, A* buf) {
+                       int64_t nnz, const S* src, int64_t F, int64_t fb, int64_t fe, A* buf) {
   if constexpr (std::is_same_v<S, A>) {
-    gather_row_vec<WM>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row_vec<WM>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else {
-    gather_row_generic<WM>(col, w, perm, e0, e1, src, F, buf);
+    gather_row_generic<WM>(col, w, perm, e0, e1, src, F, fb, fe, buf);
   }
 }
 
 template <typename S, typename A, typename I>
 inline void gather_row_any(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                           int64_t nnz, const S* src, int64_t F, A* buf) {
+                           int64_t nnz, const S* src, int64_t F, int64_t fb, int64_t fe,
+                           A* buf) {
   if (perm != nullptr && w != nullptr) {
-    gather_row<kPerm>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kPerm>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else if (w != nullptr) {
-    gather_row<kDirect>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kDirect>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else {
-    gather_row<kNoWeight>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kNoWeight>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   }
 }
 
@@ -210,25 +225,23 @@ void update_forward_typed(const UpdateForward& p) {
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
   at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
     std::vector<A> buf(std::max<int64_t>(F, 1));
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
-        gather_row_any<T, A, I>(col, w, nullptr, rp[i], rp[i + 1], nnz, h, F, buf.data());
-        bias_act_row<T, A>(buf.data(), bias, F, p.act, slope, y ? y + i * F : nullptr);
-        const bool fz = p.frozen != nullptr && p.frozen[p.batch ? p.batch[i] : 0];
-        A r = 0, s = 0;
-        if (fz) {
-          copy_row<T, A>(x + i * F, out + i * F, F, s);
-        } else if (p.drop.on) {
-          const uint32_t rk = mix32(static_cast<uint32_t>(i) ^ p.drop.key);
-          mix_row<true, T, A>(buf.data(), x + i * F, out + i * F, F, alpha, beta, rk,
-                              p.drop.threshold, scale, r, s);
-        } else {
-          mix_row<false, T, A>(buf.data(), x + i * F, out + i * F, F, alpha, beta, 0, 0, scale,
-                               r, s);
-        }
-        rr[i] = r;
-        if (rn) rn[i] = s;
+    for (int64_t i = bounds[c0]; i < bounds[c1]; ++i) {
+      const int64_t o = i * F;
+      gather_row_any<T, A, I>(col, w, nullptr, rp[i], rp[i + 1], nnz, h, F, 0, F, buf.data());
+      bias_act_row<T, A>(buf.data(), bias, F, p.act, slope, y ? y + o : nullptr);
+      const bool fz = p.frozen != nullptr && p.frozen[p.batch ? p.batch[i] : 0];
+      A r = 0, s = 0;
+      if (fz) {
+        copy_row<T, A>(x + o, out + o, F, s);
+      } else if (p.drop.on) {
+        const uint32_t rk = mix32(static_cast<uint32_t>(i) ^ p.drop.key);
+        mix_row<true, T, A>(buf.data(), x + o, out + o, F, alpha, beta, rk, p.drop.threshold,
+                            scale, r, s);
+      } else {
+        mix_row<false, T, A>(buf.data(), x + o, out + o, F, alpha, beta, 0, 0, scale, r, s);
       }
+      rr[i] = r;
+      if (rn) rn[i] = s;
     }
   });
 }
@@ -339,23 +352,21 @@ void gather_typed(const Gather& p) {
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
   at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
     std::vector<A> buf(std::max<int64_t>(F, 1));
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
-        const int64_t e0 = rp[i], e1 = rp[i + 1];
-        if constexpr (std::is_same_v<S, A>) {
-          if (arg != nullptr) {
-            gather_row_masked<A, I>(col, w, perm, arg, e0, e1, src, F, buf.data());
-          } else {
-            gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, buf.data());
-          }
+    for (int64_t i = bounds[c0]; i < bounds[c1]; ++i) {
+      const int64_t e0 = rp[i], e1 = rp[i + 1];
+      if constexpr (std::is_same_v<S, A>) {
+        if (arg != nullptr) {
+          gather_row_masked<A, I>(col, w, perm, arg, e0, e1, src, F, buf.data());
         } else {
-          gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, buf.data());
+          gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, 0, F, buf.data());
         }
-        const A sc = p.mean && e1 > e0 ? A(1) / static_cast<A>(e1 - e0) : A(1);
-        T* o = out + i * F;
-#pragma omp simd
-        for (int64_t f = 0; f < F; ++f) o[f] = static_cast<T>(buf[f] * sc);
+      } else {
+        gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, 0, F, buf.data());
       }
+      const A sc = p.mean && e1 > e0 ? A(1) / static_cast<A>(e1 - e0) : A(1);
+      T* o = out + i * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<T>(buf[f] * sc);
     }
   });
 }

@@ -16,17 +16,8 @@ namespace graph_cpu {
 const Kernels& kernels() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
-                                 __builtin_cpu_supports("avx512vl") &&
-                                 __builtin_cpu_supports("avx512bw") &&
-                                 __builtin_cpu_supports("avx512dq");
-  int level = has_avx512 ? 2 : has_avx2 ? 1 : 0;
-  if (const char* want = std::getenv("FASTPICARD_CPU_ISA")) {
-    if (std::strcmp(want, "base") == 0) level = 0;
-    else if (std::strcmp(want, "avx2") == 0) level = std::min(level, 1);
-  }
-  if (level == 2) return kernels_avx512();
-  if (level == 1) return kernels_avx2();
+  const char* want = std::getenv("FASTPICARD_CPU_ISA");
+  if (has_avx2 && !(want != nullptr && std::strcmp(want, "base") == 0)) return kernels_avx2();
 #endif
   return kernels_base();
 }

@@ -7,6 +7,7 @@ import importlib
 # name -> module under fastpicard.bench
 BENCHMARKS = {
     "update": "update",
+    "graph": "graph",
 }
 
 
