@@ -6,6 +6,7 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else
 #pragma GCC target("avx2,fma")
+#pragma GCC optimize("no-trapping-math")  // see graph_isa_base.cpp
 #endif
 #define FASTPICARD_ISA avx2
 #define FASTPICARD_ISA_NAME "avx2"
