@@ -4,6 +4,11 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Optional.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
 namespace fastpicard {
 
 // Accumulation type: float32 for float/half/bfloat16 (the kernels' contract), double for double.
@@ -15,14 +20,78 @@ template <typename T> using acc_t = typename acc_type<T>::type;
 // than it saves on small inputs, and under load OpenMP spin-waiting makes it far worse.
 constexpr int64_t kSerialElements = 1 << 16;
 
-// Hot CPU loops are compiled twice, for baseline x86-64 and for AVX2, and the loader picks the
-// clone the CPU supports (GCC/Clang function multiversioning). Inline helpers called from a
-// cloned function are compiled into each clone.
+// Runs f(c) for c in [0, n): on the calling thread when n < 2 or `serial`, else on the ATen
+// OpenMP pool, threads pulling chunks from a shared counter. Dynamic claiming keeps a kernel
+// fast when a thread is descheduled (a loaded machine, OMP_WAIT_POLICY=PASSIVE): the threads
+// that run take its chunks instead of waiting for its static share at the barrier.
+template <typename F>
+void parallel_chunks(int64_t n, bool serial, const F& f) {
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), n);
+  if (serial || threads < 2) {
+    for (int64_t c = 0; c < n; ++c) f(c);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n;
+         c = next.fetch_add(1, std::memory_order_relaxed)) {
+      f(c);
+    }
+  });
+}
+
+// Hot CPU loops are compiled twice, for baseline x86-64 and for Haswell (AVX2, FMA, F16C), and
+// the loader picks the clone the CPU supports (GCC function multiversioning). Inline helpers
+// called from a cloned function are compiled into each clone.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTPICARD_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#define FASTPICARD_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
 #else
 #define FASTPICARD_CPU_CLONES
 #endif
+// Helpers called from a cloned function must be force-inlined: GCC does not inline a
+// baseline-target function into a clone of another -march on its own.
+#if defined(__GNUC__)
+#define FASTPICARD_INLINE inline __attribute__((always_inline))
+#else
+#define FASTPICARD_INLINE inline
+#endif
+
+// Element I/O that the compiler can vectorise: c10::BFloat16/Half conversions branch on NaN
+// and do not vectorise; these are branch-free (bf16: round-to-nearest-even, NaN kept quiet)
+// or native (_Float16, which F16C turns into vcvtph2ps/vcvtps2ph).
+template <typename T> struct io {
+  using raw = T;
+  static FASTPICARD_INLINE acc_t<T> load(raw v) { return static_cast<acc_t<T>>(v); }
+  static FASTPICARD_INLINE raw store(acc_t<T> v) { return static_cast<raw>(v); }
+};
+template <> struct io<c10::BFloat16> {
+  using raw = uint16_t;
+  static FASTPICARD_INLINE float load(raw v) {
+    const uint32_t bits = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    return f;
+  }
+  static FASTPICARD_INLINE raw store(float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    return static_cast<raw>(f != f ? 0x7FC0u : rounded);
+  }
+};
+#if defined(__FLT16_MAX__)
+template <> struct io<c10::Half> {
+  using raw = _Float16;
+  static FASTPICARD_INLINE float load(raw v) { return static_cast<float>(v); }
+  static FASTPICARD_INLINE raw store(float f) { return static_cast<raw>(f); }
+};
+#endif
+template <typename T> inline const typename io<T>::raw* raw_ptr(const T* p) {
+  return reinterpret_cast<const typename io<T>::raw*>(p);
+}
+template <typename T> inline typename io<T>::raw* raw_ptr(T* p) {
+  return reinterpret_cast<typename io<T>::raw*>(p);
+}
 
 // A fresh contiguous output. Large ones are advised onto transparent huge pages before first
 // touch: page faults on a new 40 MB buffer otherwise cost several times the arithmetic.

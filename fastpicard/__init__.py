@@ -1,15 +1,20 @@
 """fastpicard: fast fused kernels and solvers for Picard-iterative neural networks."""
 from . import _ext
-from . import ops
+from . import datasets, nn, ops
+from .contraction import contractive, jacobian_penalty, lipschitz_estimate
+from .graph import Graph
+from .solver import DivergenceError, PicardStats, picard
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "__version__", "extension_available"]
+__all__ = [
+    "ops", "__version__", "extension_available",
+    "picard", "PicardStats", "DivergenceError",
+    "contractive", "lipschitz_estimate", "jacobian_penalty",
+    "Graph", "datasets", "nn",
+]
 
 
 def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
-from .graph import Graph
-
-__all__ += ["Graph"]

@@ -20,4 +20,5 @@ if [ "${FASTPICARD_INSTALL:-editable}" = wheel ]; then
 else
   pip install -q --no-build-isolation -e ".[$EXTRAS]"
 fi
-python -c "import fastpicard; assert fastpicard.extension_available(), 'extension did not load'"
+# checked from outside the source tree, which would shadow a regular install
+(cd "${TMPDIR:-/tmp}" && python -c "import fastpicard; assert fastpicard.extension_available(), fastpicard._ext.load_error")

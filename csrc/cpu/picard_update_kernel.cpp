@@ -19,23 +19,27 @@ constexpr int64_t kChunk = 16384;  // elements per partial sum in the unbatched 
 
 // One contiguous run; out may alias x or z (each element is read before it is written).
 template <typename T>
-inline void update_run(const T* x, const T* z, T* out, int64_t n, acc_t<T> alpha,
+FASTPICARD_INLINE void update_run(const T* xs, const T* zs, T* outs, int64_t n, acc_t<T> alpha,
                        acc_t<T> beta, bool frozen, acc_t<T>& res, acc_t<T>& norm) {
   using acc = acc_t<T>;
+  using IO = io<T>;
+  const auto* x = raw_ptr(xs);
+  const auto* z = raw_ptr(zs);
+  auto* out = raw_ptr(outs);
   acc r = 0, s = 0;
   if (frozen) {  // converged sample: passes through unchanged, residual exactly 0
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) {
-      const acc xv = static_cast<acc>(x[j]);
+      const acc xv = IO::load(x[j]);
       out[j] = x[j];
       s += xv * xv;
     }
   } else {
 #pragma omp simd reduction(+ : r, s)
     for (int64_t j = 0; j < n; ++j) {
-      const acc xv = static_cast<acc>(x[j]);
-      const acc nv = alpha * xv + beta * static_cast<acc>(z[j]);
-      out[j] = static_cast<T>(nv);
+      const acc xv = IO::load(x[j]);
+      const acc nv = alpha * xv + beta * IO::load(z[j]);
+      out[j] = IO::store(nv);
       const acc d = nv - xv;
       r += d * d;
       s += nv * nv;
@@ -78,13 +82,9 @@ void update_unbatched(const T* x, const T* z, T* out, int64_t n, double alpha, b
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<acc> pr(chunks), pn(chunks);
   const acc a = static_cast<acc>(alpha), b = static_cast<acc>(1.0 - alpha);
-  if (n <= kSerialElements) {
-    chunk_range(x, z, out, n, a, b, frozen, 0, chunks, pr.data(), pn.data());
-  } else {
-    at::parallel_for(0, chunks, kSerialElements / kChunk, [&](int64_t lo, int64_t hi) {
-      chunk_range(x, z, out, n, a, b, frozen, lo, hi, pr.data(), pn.data());
-    });
-  }
+  parallel_chunks(chunks, n <= kSerialElements, [&](int64_t c) {
+    chunk_range(x, z, out, n, a, b, frozen, c, c + 1, pr.data(), pn.data());
+  });
   for (int64_t c = 0; c < chunks; ++c) {
     res += pr[c];
     norm += pn[c];
@@ -97,8 +97,11 @@ void update_batched(const T* x, const T* z, T* out, int64_t rows, int64_t width,
   using acc = acc_t<T>;
   std::vector<acc> rr(rows), rn(rows);
   const acc a = static_cast<acc>(alpha), b = static_cast<acc>(1.0 - alpha);
-  const int64_t grain = std::max<int64_t>(1, kSerialElements / std::max<int64_t>(width, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t lo, int64_t hi) {
+  // Blocks of whole rows, about kChunk elements each.
+  const int64_t block = std::max<int64_t>(1, kChunk / std::max<int64_t>(width, 1));
+  const int64_t blocks = (rows + block - 1) / block;
+  parallel_chunks(blocks, rows * width <= kSerialElements, [&](int64_t c) {
+    const int64_t lo = c * block, hi = std::min(rows, lo + block);
     row_range(x, z, out, width, a, b, batch, frozen, lo, hi, rr.data(), rn.data());
   });
   for (int64_t i = 0; i < rows; ++i) {  // rows fold into samples in row order: no atomics

@@ -7,6 +7,8 @@ import importlib
 # name -> module under fastpicard.bench
 BENCHMARKS = {
     "update": "update",
+    "solver": "solver",
+    "models": "models",
     "graph": "graph",
 }
 

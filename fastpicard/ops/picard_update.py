@@ -167,7 +167,7 @@ def _check(x, z, alpha, batch, num_samples, frozen, out):
 
 def _check_ids(batch, num_samples, route):
     """Range check of batch ids for the backends that do not check inside their kernel."""
-    if route == "reference" and batch is not None and batch.numel():
+    if route != "dispatch" and batch is not None and batch.numel():
         lo, hi = int(batch.min()), int(batch.max())
         if lo < 0 or hi >= num_samples:
             raise IndexError(f"picard_update: batch contains id {lo if lo < 0 else hi}, outside "

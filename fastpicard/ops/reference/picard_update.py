@@ -25,10 +25,11 @@ def picard_update(x, z, alpha, batch=None, num_samples=1, frozen=None, return_no
         row_frozen = frozen[batch] if batch is not None else frozen.expand(rows)
         new = torch.where(row_frozen.reshape((rows,) + (1,) * max(x.dim() - 1, 0)), xa, new)
     x_new = new.to(x.dtype)
-    d2 = (new - xa).detach().reshape(rows, -1).square().sum(1)
+    width = x.numel() // rows if rows else 0
+    d2 = (new - xa).detach().reshape(rows, width).square().sum(1)
     res = per_sample_sq(d2, batch, num_samples).sqrt()
     if return_norm:
-        n2 = new.detach().reshape(rows, -1).square().sum(1)
+        n2 = new.detach().reshape(rows, width).square().sum(1)
         norm = per_sample_sq(n2, batch, num_samples).sqrt()
     else:
         norm = res.new_empty(0)

@@ -1,0 +1,233 @@
+"""models: PIGN / IterativeViT / ANIE vs the same architectures written as plain Python loops.
+
+* ``speed``: PIGN (GCN) training epoch and inference forward on Cora and PubMed vs the same
+  architecture in plain PyG (GCNConv in a Python loop, as in the authors' iterativeGCN).
+* ``accuracy``: test accuracy over seeds (200 epochs, public split) of fastpicard's PIGN and the
+  plain PyG loop with the authors' GCN and GAT settings.
+* ``vit``: forward+backward of IterativeViT (FieldViT backbone) and ANIE vs a plain loop over
+  the same blocks.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..datasets import planetoid
+from ..nn import ANIE, PIGN, FieldViT, IterativeViT
+from .timing import append_csv, interleaved_medians, print_table
+
+PARTS = ("speed", "accuracy", "vit")
+# the authors' settings (issue 5): GCN and GAT on Cora, 2 iterations, 200 epochs
+ACC_SETTINGS = {
+    "gcn": dict(alpha=0.5, lr=0.01, weight_decay=5e-4, hidden=32, dropout=0.5, iters=2),
+    "gat": dict(alpha=0.55, lr=0.0145, weight_decay=5e-4, hidden=32, dropout=0.6, iters=2),
+}
+
+
+def add_arguments(p):
+    p.add_argument("--parts", default="speed,accuracy,vit", help=f"comma-separated: {PARTS}")
+    p.add_argument("--datasets", default="Cora,PubMed")
+    p.add_argument("--hidden", default="32,64")
+    p.add_argument("--iterations", type=int, default=8)
+    p.add_argument("--data", default=None,
+                   help="folder with PubMed raw files (default: FASTPICARD_DATA or "
+                        "../shared/data/planetoid)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds for the accuracy runs")
+    p.add_argument("--convs", default="gcn,gat", help="convs for the accuracy runs")
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _planetoid_root(arg):
+    cands = [Path(arg)] if arg else []
+    if "FASTPICARD_DATA" in os.environ:
+        cands.append(Path(os.environ["FASTPICARD_DATA"]) / "planetoid")
+    here = Path(__file__).resolve().parents[2]
+    cands += [Path.cwd().parent / "shared/data/planetoid", here.parent / "shared/data/planetoid",
+              here.parent.parent / "shared/data/planetoid"]
+    return next((c for c in cands if c.is_dir()), None)
+
+
+def _load(name, args):
+    if name.lower() in ("cora", "citeseer"):
+        return planetoid(name, normalize=True)
+    root = _planetoid_root(args.data)
+    if root is None:
+        print(f"skipping {name}: no Planetoid data folder (pass --data)")
+        return None
+    return planetoid(name, root=root, normalize=True)
+
+
+class PlainPIGN(nn.Module):
+    """The authors' iterative GCN/GAT written out: a Python loop over one PyG conv."""
+
+    def __init__(self, fin, hidden, fout, conv, iters, alpha, dropout):
+        super().__init__()
+        self.encoder, self.conv = nn.Linear(fin, hidden), conv
+        self.decoder = nn.Linear(hidden, fout)
+        self.iters, self.alpha, self.dropout = iters, alpha, dropout
+
+    def forward(self, x, edge_index):
+        x = F.dropout(F.relu(self.encoder(x)), self.dropout, self.training)
+        for _ in range(self.iters):
+            new = F.dropout(F.relu(self.conv(x, edge_index)), self.dropout, self.training)
+            x = self.alpha * x + (1 - self.alpha) * new
+        return self.decoder(x)
+
+
+def _pyg_conv(kind, hidden, dropout):
+    from torch_geometric.nn import GATConv, GCNConv
+
+    if kind == "gcn":
+        return GCNConv(hidden, hidden)
+    return GATConv(hidden, hidden, heads=8, concat=False, dropout=dropout)
+
+
+def _pair(kind, fin, hidden, fout, iters, alpha, dropout, device):
+    """fastpicard's PIGN and the plain loop, with identical weights."""
+    ours = PIGN(fin, hidden, fout, conv=kind, max_iter=iters, alpha=alpha,
+                dropout=dropout).to(device)
+    plain = PlainPIGN(fin, hidden, fout, _pyg_conv(kind, hidden, dropout), iters, alpha,
+                      dropout).to(device)
+    plain.load_state_dict(ours.state_dict())
+    return ours, plain
+
+
+def _epoch_fn(model, data, opt):
+    def run():
+        model.train()
+        out = model(data.x, data.edge_index)
+        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return run
+
+
+def _forward_fn(model, data):
+    def run():
+        model.eval()
+        with torch.no_grad():
+            model(data.x, data.edge_index)
+    return run
+
+
+def run_speed(args, device):
+    rows = []
+    for name in args.datasets.split(","):
+        data = _load(name, args)
+        if data is None:
+            continue
+        data = data.to(device)
+        for hidden in (int(h) for h in args.hidden.split(",")):
+            torch.manual_seed(0)
+            ours, plain = _pair("gcn", data.num_features, hidden, data.num_classes,
+                                args.iterations, 0.5, 0.5, device)
+            cases = {}
+            for label, m in (("fastpicard", ours), ("pyg_loop", plain)):
+                opt = torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=5e-4)
+                cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
+                cases[f"{label}/forward"] = _forward_fn(m, data)
+            t = interleaved_medians(cases, device, reps=args.reps)
+            for what in ("epoch", "forward"):
+                ref = t[f"pyg_loop/{what}"]
+                for label in ("fastpicard", "pyg_loop"):
+                    sec = t[f"{label}/{what}"]
+                    rows.append({"bench": "models", "part": "speed", "dataset": data.name,
+                                 "hidden": hidden, "iters": args.iterations, "what": what,
+                                 "case": label, "ms": sec * 1e3, "x_pyg_loop": ref / sec})
+    print_table(rows, ["dataset", "hidden", "iters", "what", "case", "ms", "x_pyg_loop"])
+    return rows
+
+
+def _train_eval(model, data, lr, wd, epochs=200):
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
+    step = _epoch_fn(model, data, opt)
+    for _ in range(epochs):
+        step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.x, data.edge_index).argmax(1)
+    return float((pred[data.test_mask] == data.y[data.test_mask]).float().mean())
+
+
+def run_accuracy(args, device):
+    data = planetoid("Cora", normalize=True).to(device)
+    rows = []
+    for kind in args.convs.split(","):
+        s = ACC_SETTINGS[kind]
+        accs = {"fastpicard": [], "pyg_loop": []}
+        for seed in range(args.seeds):
+            for label in accs:
+                torch.manual_seed(seed)  # same init and dropout stream for both
+                ours, plain = _pair(kind, data.num_features, s["hidden"], data.num_classes,
+                                    s["iters"], s["alpha"], s["dropout"], device)
+                model = ours if label == "fastpicard" else plain
+                accs[label].append(_train_eval(model, data, s["lr"], s["weight_decay"]))
+        for label, a in accs.items():
+            rows.append({"bench": "models", "part": "accuracy", "dataset": "Cora", "case": label,
+                         "conv": kind, "seeds": len(a), "acc_mean": 100 * statistics.mean(a),
+                         "acc_std": 100 * (statistics.stdev(a) if len(a) > 1 else 0.0)})
+    print_table(rows, ["dataset", "conv", "case", "seeds", "acc_mean", "acc_std"])
+    return rows
+
+
+def run_vit(args, device):
+    rows = []
+    torch.manual_seed(0)
+    vit = FieldViT(2, 1, 32, 4, dim=64, depth=4, heads=4).to(device)
+    it = IterativeViT(vit, n_iter=3, lam=0.5)
+    x = torch.randn(16, 2, 32, 32, device=device)
+
+    def plain_vit():
+        t = vit.embed(x)
+        for _ in range(3):
+            z = t
+            for blk in vit.blocks:
+                z = blk(z)
+            t = 0.5 * t + 0.5 * z
+        vit.decode(t).square().mean().backward()
+
+    anie = ANIE(1, width=64, heads=4, depth=2, patch_size=4).to(device)
+    x0 = torch.randn(8, 1, 32, 32, device=device)
+    tg = torch.linspace(0, 1, 8, device=device)
+
+    def plain_anie():
+        f = x0.unsqueeze(1).expand(8, 8, 1, 32, 32)
+        y = f
+        for _ in range(3):
+            y = 0.5 * y + 0.5 * (f + anie.operator(y, tg))
+        y.square().mean().backward()
+
+    cases = {
+        "IterativeViT/fastpicard": lambda: it(x).square().mean().backward(),
+        "IterativeViT/python_loop": plain_vit,
+        "ANIE/fastpicard": lambda: anie(x0, tg).square().mean().backward(),
+        "ANIE/python_loop": plain_anie,
+    }
+    t = interleaved_medians(cases, device, reps=args.reps)
+    for name, sec in t.items():
+        model, label = name.split("/")
+        ref = t[f"{model}/python_loop"]
+        rows.append({"bench": "models", "part": "vit", "case": label, "model": model,
+                     "what": "fwd+bwd", "ms": sec * 1e3, "x_python_loop": ref / sec})
+    print_table(rows, ["model", "what", "case", "ms", "x_python_loop"])
+    return rows
+
+
+def run(args):
+    device = torch.device(args.device)
+    parts = args.parts.split(",")
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise SystemExit(f"models: unknown part(s) {bad}; choose from {PARTS}")
+    rows = []
+    for part in parts:
+        print(f"== {part}")
+        rows += {"speed": run_speed, "accuracy": run_accuracy, "vit": run_vit}[part](args, device)
+    append_csv(args.csv, rows)

@@ -1,0 +1,65 @@
+"""Transformer blocks with softmax or Galerkin (softmax-free, linear) attention, used by
+FieldViT and ANIE.
+
+Galerkin attention (Cao, NeurIPS 2021) layer-normalises keys and values per head and computes
+``Q (Kᵀ V) / n``: a Petrov-Galerkin projection, i.e. a quadrature of an integral operator over
+the n tokens, linear in n. ANIE's authors use it by default.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTIONS = ("softmax", "galerkin")
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int = 4, kind: str = "softmax", dropout: float = 0.0):
+        super().__init__()
+        if kind not in ATTENTIONS:
+            raise ValueError(f"Attention: kind must be one of {ATTENTIONS}, got {kind!r}")
+        if heads < 1 or dim % heads:
+            raise ValueError(f"Attention: dim={dim} must be a positive multiple of heads={heads}")
+        self.heads, self.kind, self.dropout = heads, kind, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        if kind == "galerkin":
+            hd = dim // heads
+            # per-head affine of the K and V layer norms
+            self.k_weight = nn.Parameter(torch.ones(heads, 1, hd))
+            self.k_bias = nn.Parameter(torch.zeros(heads, 1, hd))
+            self.v_weight = nn.Parameter(torch.ones(heads, 1, hd))
+            self.v_bias = nn.Parameter(torch.zeros(heads, 1, hd))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if self.kind == "softmax":
+            out = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        else:
+            hd = d // self.heads
+            k = F.layer_norm(k, (hd,)) * self.k_weight + self.k_bias
+            v = F.layer_norm(v, (hd,)) * self.v_weight + self.v_bias
+            ctx = k.transpose(-2, -1) @ v / n  # [b, heads, hd, hd]
+            out = F.dropout(q @ ctx, self.dropout, self.training)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
+
+    def __init__(self, dim: int, heads: int = 4, attention: str = "softmax",
+                 mlp_ratio: float = 2.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, attention, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = max(1, int(dim * mlp_ratio))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))

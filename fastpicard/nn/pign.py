@@ -1,0 +1,238 @@
+"""PIGN: Picard-iterative graph network (seed paper, Algorithm 2; authors' iterativeGCN).
+
+encoder Linear -> act -> dropout -> Picard iteration of ONE shared message-passing layer,
+``new = dropout(act(conv(x)))``, ``x = α·x + (1-α)·new`` -> decoder Linear.
+
+With a GCN layer (PyG ``GCNConv`` with its default normalisation, or fastpicard's ``GCNLayer``)
+each step runs as ``h = x·Wᵀ`` (BLAS) plus ONE fused pass ``fastpicard.ops.spmm_update``
+(aggregation, bias, activation, dropout, smoothing and residual) on a cached
+``fastpicard.Graph`` with PyG's ``gcn_norm`` weights.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
+
+ACTS = {
+    "relu": F.relu,
+    "identity": lambda x: x,
+    "tanh": torch.tanh,
+    "leaky_relu": F.leaky_relu,
+}
+CONVS = ("gcn", "gat", "sage")
+
+
+def _pyg(what: str):
+    try:
+        import torch_geometric.nn as pyg_nn
+    except ImportError as e:
+        raise ImportError(f"PIGN: conv={what!r} needs torch_geometric "
+                          "(pip install torch_geometric)") from e
+    return pyg_nn
+
+
+def _make_conv(conv: str, hidden: int, dropout: float, kwargs: dict) -> nn.Module:
+    name = conv.lower()
+    if name == "gcn":
+        try:
+            from torch_geometric.nn import GCNConv
+        except ImportError:  # same parameters and maths, no PyG needed
+            from .gcn import GCNLayer as GCNConv
+        return GCNConv(hidden, hidden, **kwargs)
+    if name == "gat":  # the authors' iterativeGAT: 8 heads averaged, attention dropout
+        kw = {"heads": 8, "concat": False, "dropout": dropout, **kwargs}
+        return _pyg(conv).GATConv(hidden, hidden, **kw)
+    if name == "sage":
+        return _pyg(conv).SAGEConv(hidden, hidden, **kwargs)
+    raise ValueError(f"PIGN: conv must be one of {CONVS} or a message-passing module, "
+                     f"got {conv!r}")
+
+
+def _graph_api():
+    """(Graph, spmm_update) when the fused graph kernels are part of this build, else None."""
+    import fastpicard
+
+    graph = getattr(fastpicard, "Graph", None)
+    op = getattr(fastpicard.ops, "spmm_update", None)
+    return (graph, op) if graph is not None and op is not None else None
+
+
+def fusable_gcn(conv: nn.Module) -> bool:
+    """Whether conv's step is exactly ``act(Â·(x Wᵀ) + b)`` with PyG's gcn_norm Â."""
+    from .gcn import GCNLayer
+
+    if isinstance(conv, GCNLayer):
+        return True
+    try:
+        from torch_geometric.nn import GCNConv
+    except ImportError:
+        return False
+    return (type(conv) is GCNConv and conv.normalize and not conv.improved
+            and conv.add_self_loops and getattr(conv.lin, "bias", None) is None)
+
+
+def _widths(conv: nn.Module):
+    """(in, out) feature widths a PyG-style conv declares, None where it does not say."""
+    cin = getattr(conv, "in_channels", None)
+    cout = getattr(conv, "out_channels", None)
+    if isinstance(cin, (tuple, list)):
+        cin = cin[0] if cin[0] == cin[-1] else -2  # bipartite widths: never a PIGN layer
+    if isinstance(cout, int) and getattr(conv, "concat", False) and hasattr(conv, "heads"):
+        cout = cout * conv.heads
+    return (cin if isinstance(cin, int) and cin != -1 else None,
+            cout if isinstance(cout, int) else None)
+
+
+class PIGN(nn.Module):
+    """``PIGN(in_channels, hidden_channels, out_channels, *, conv="gcn", alpha=0.5, max_iter=8,
+    tol=None, eval_max_iter=None, dropout=0.5, act="relu", conv_kwargs=None, fused=None,
+    **solver_opts)``.
+
+    Args:
+        conv: "gcn", "gat", "sage", or any message-passing layer instance mapping
+            ``hidden_channels`` to ``hidden_channels`` (PyG GCNConv, GATConv, SAGEConv, ...),
+            called as ``conv(x, edge_index)`` and used as is.
+        alpha: smoothing α in [0, 1): ``x = α·x + (1-α)·new``.
+        max_iter: iterations in training (and evaluation unless ``eval_max_iter``).
+        tol: None runs exactly ``max_iter`` iterations (the paper's fixed schedule); a float
+            stops early once the residual ``‖x_{k+1} - x_k‖`` falls below it (per graph when a
+            ``batch`` vector is given).
+        eval_max_iter: iterations in eval mode (evaluation may iterate longer than training).
+        dropout: dropout after the encoder and inside every iteration (training only).
+        act: "relu", "identity", "tanh", "leaky_relu" or a callable.
+        conv_kwargs: extra constructor arguments for a string ``conv``.
+        fused: None (default) runs GCN layers on the fused ``spmm_update`` path whenever it
+            applies (string act, fused kernels built); False never; True requires it.
+        **solver_opts: passed to ``fastpicard.picard`` (``backward``, ``solver``,
+            ``check_every``, ...).
+
+    ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
+    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph`` (needed under
+    ``torch.compile``: building one reads the graph's size from the device). ``last_stats``
+    holds the solver statistics of the latest call.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
+                 conv="gcn", alpha: float = 0.5, max_iter: int = 8, tol=None,
+                 eval_max_iter: int | None = None, dropout: float = 0.5, act="relu",
+                 conv_kwargs: dict | None = None, fused: bool | None = None, **solver_opts):
+        super().__init__()
+        for name, v in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
+                        ("out_channels", out_channels)):
+            check_count("PIGN", name, v)
+        self.alpha = check_fraction("PIGN", "alpha", alpha)
+        self.max_iter = check_count("PIGN", "max_iter", max_iter)
+        self.eval_max_iter = check_count("PIGN", "eval_max_iter", eval_max_iter, optional=True)
+        self.tol = check_tol("PIGN", tol)
+        self.dropout = check_fraction("PIGN", "dropout", dropout)
+        if isinstance(act, str):
+            if act not in ACTS:
+                raise ValueError(f"PIGN: act must be one of {tuple(ACTS)} or a callable, "
+                                 f"got {act!r}")
+        elif not callable(act):
+            raise TypeError(f"PIGN: act must be a string or a callable, got {type(act).__name__}")
+        self.act = act
+        self.solver_opts = check_solver_opts("PIGN", solver_opts, self.tol)
+
+        if isinstance(conv, str):
+            conv = _make_conv(conv, hidden_channels, self.dropout, dict(conv_kwargs or {}))
+        elif isinstance(conv, nn.Module):
+            if conv_kwargs:
+                raise TypeError("PIGN: conv_kwargs only applies to a string conv")
+            cin, cout = _widths(conv)
+            if (cin is not None and cin != hidden_channels) or (
+                    cout is not None and cout != hidden_channels):
+                raise ValueError(f"PIGN: conv maps {cin} -> {cout} features, but the iterated "
+                                 f"layer must map hidden_channels={hidden_channels} to itself")
+        else:
+            raise TypeError(f"PIGN: conv must be one of {CONVS} or an nn.Module, got "
+                            f"{type(conv).__name__}")
+        self.hidden_channels = hidden_channels
+        self.encoder = nn.Linear(in_channels, hidden_channels)
+        self.conv = conv
+        self.decoder = nn.Linear(hidden_channels, out_channels)
+        if fused not in (None, True, False):
+            raise TypeError(f"PIGN: fused must be None, True or False, got {fused!r}")
+        if fused and not self._can_fuse():
+            raise ValueError("PIGN: fused=True needs a GCN conv (GCNConv with default "
+                             "normalisation, or GCNLayer), a string act, and fastpicard's fused "
+                             "graph kernels (fastpicard.Graph / ops.spmm_update)")
+        self.fused = fused
+        self.last_stats = None
+        self._graph_cache = (None, None, None)  # (weakref to edge_index, its version, Graph)
+
+    def _can_fuse(self) -> bool:
+        return isinstance(self.act, str) and _graph_api() is not None and fusable_gcn(self.conv)
+
+    @property
+    def uses_fused_path(self) -> bool:
+        return self.fused is not False and self._can_fuse()
+
+    def _graph(self, edge_index, num_nodes: int):
+        """The fastpicard.Graph of edge_index, built once and reused while the same tensor
+        (same object, unmodified) comes back, as PyG's ``cached=True`` does."""
+        graph_cls = _graph_api()[0]
+        if isinstance(edge_index, graph_cls):
+            if edge_index.num_nodes != num_nodes:
+                raise ValueError(f"PIGN: the Graph has {edge_index.num_nodes} nodes but x has "
+                                 f"{num_nodes} rows")
+            return edge_index
+        ref, version, graph = self._graph_cache
+        if ref is not None and ref() is edge_index and version == edge_index._version and \
+                graph.num_nodes == num_nodes:
+            return graph
+        graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn")
+        self._graph_cache = (weakref.ref(edge_index), edge_index._version, graph)
+        return graph
+
+    def _act(self, x):
+        return ACTS[self.act](x) if isinstance(self.act, str) else self.act(x)
+
+    def step(self, x: torch.Tensor, edge_index) -> torch.Tensor:
+        """T(x) = dropout(act(conv(x))): one application of the shared layer."""
+        new = self.conv(x, edge_index)
+        if new.shape != x.shape:
+            raise ValueError(f"PIGN: conv returned shape {tuple(new.shape)} for input "
+                             f"{tuple(x.shape)}; the iterated layer must keep the width")
+        return F.dropout(self._act(new), self.dropout, self.training)
+
+    def forward(self, x: torch.Tensor, edge_index, batch: torch.Tensor | None = None):
+        h = F.dropout(self._act(self.encoder(x)), self.dropout, self.training)
+        n_iter = self.max_iter if self.training or self.eval_max_iter is None \
+            else self.eval_max_iter
+        if self.uses_fused_path:
+            graph = self._graph(edge_index, x.shape[0])
+            if batch is None:  # a batched Graph carries its own graph ids
+                batch = graph.batch
+            step = self._fused_step(graph, batch)
+            # the fused step already smooths: picard iterates it with alpha=0
+            h, self.last_stats = iterate(
+                lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
+                batch=batch, opts=self.solver_opts, step=step)
+        else:
+            if _graph_api() is not None and isinstance(edge_index, _graph_api()[0]):
+                raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
+                                f"{type(self.conv).__name__} takes edge_index")
+            h, self.last_stats = iterate(
+                lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
+                max_iter=n_iter, batch=batch, opts=self.solver_opts)
+        return self.decoder(h)
+
+    def _fused_step(self, graph, batch):
+        """x -> (x_new, residual): GEMM + one fused spmm_update pass, with the conv's own
+        weight and bias."""
+        spmm_update = _graph_api()[1]
+        weight, bias = self.conv.lin.weight, self.conv.bias
+        p = self.dropout if self.training else 0.0
+        kw = {} if batch is None else dict(batch=batch, num_samples=int(batch.max()) + 1
+                                           if batch.numel() else 0)
+
+        def step(z):
+            return spmm_update(graph, F.linear(z, weight), z, self.alpha, bias=bias,
+                               act=self.act, dropout=p, **kw)
+        return step

@@ -1,0 +1,167 @@
+"""fastpicard.nn.ANIE and the Galerkin / softmax attention it uses."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastpicard.nn import ANIE, Attention
+
+F64 = torch.float64
+
+
+def test_galerkin_attention_matches_formula():
+    """Q (Kᵀ V) / n with K, V layer-normed per head, against a float64 loop over heads."""
+    torch.manual_seed(0)
+    att = Attention(12, heads=3, kind="galerkin").double()
+    with torch.no_grad():
+        for p in (att.k_weight, att.k_bias, att.v_weight, att.v_bias):
+            p.normal_()
+    x = torch.randn(2, 7, 12, dtype=F64)
+    q, k, v = att.qkv(x).split(12, -1)
+    heads = []
+    for h in range(3):
+        sl = slice(4 * h, 4 * h + 4)
+        kh = F.layer_norm(k[..., sl], (4,)) * att.k_weight[h] + att.k_bias[h]
+        vh = F.layer_norm(v[..., sl], (4,)) * att.v_weight[h] + att.v_bias[h]
+        heads.append(q[..., sl] @ (kh.transpose(1, 2) @ vh) / 7)
+    ref = att.proj(torch.cat(heads, -1))
+    torch.testing.assert_close(att(x), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_attention_matches_formula():
+    torch.manual_seed(0)
+    att = Attention(8, heads=2, kind="softmax").double()
+    x = torch.randn(3, 5, 8, dtype=F64)
+    q, k, v = att.qkv(x).split(8, -1)
+    heads = [torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / 2.0, -1) @ v[..., s]
+             for s in (slice(0, 4), slice(4, 8))]
+    torch.testing.assert_close(att(x), att.proj(torch.cat(heads, -1)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("attention", ["galerkin", "softmax"])
+def test_shapes_and_fixed_schedule(attention):
+    torch.manual_seed(0)
+    m = ANIE(3, width=16, heads=2, attention=attention, alpha=0.3, max_iter=4)
+    x0 = torch.randn(2, 3)
+    t = torch.linspace(0, 1, 6)
+    y = m(x0, t)
+    assert y.shape == (2, 6, 3)
+    # y_{k+1} = α y_k + (1-α) (f + T(y_k)), y_0 = f, exactly max_iter steps
+    f = x0.unsqueeze(1).expand(2, 6, 3)
+    ref = f
+    for _ in range(4):
+        ref = 0.3 * ref + 0.7 * (f + m.operator(ref, t))
+    torch.testing.assert_close(y, ref, rtol=1e-6, atol=1e-6)
+    assert m.last_stats.iterations.tolist() == [4, 4]
+    assert m(x0, t.expand(2, 6)).shape == (2, 6, 3)  # per-sample grids
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_field_shapes_and_patch_locality(patch):
+    torch.manual_seed(0)
+    m = ANIE(2, width=16, heads=2, patch_size=patch, max_iter=2)
+    x0 = torch.randn(2, 2, 8, 6)
+    y = m(x0, torch.linspace(0, 1, 3))
+    assert y.shape == (2, 3, 2, 8, 6)
+    # samples do not interact: changing sample 1 leaves sample 0 unchanged
+    x1 = x0.clone()
+    x1[1] += 1
+    torch.testing.assert_close(m(x1, torch.linspace(0, 1, 3))[0], y[0], rtol=1e-6, atol=1e-6)
+
+
+def decay_problem(n=32, steps=8, seed=0):
+    """y(t) = y0 · exp(-t), learned from (y0, t grid) pairs."""
+    g = torch.Generator().manual_seed(seed)
+    y0 = torch.randn(n, 2, generator=g)
+    t = torch.linspace(0, 2, steps)
+    return y0, t, y0.unsqueeze(1) * torch.exp(-t).view(1, -1, 1)
+
+
+def test_trains_on_decay():
+    y0, t, target = decay_problem(16, 6)
+    torch.manual_seed(0)
+    m = ANIE(2, width=32, heads=4, depth=1)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = F.mse_loss(m(y0, t), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_field_trains():
+    """Heat-equation-like smoothing of 2-D fields over time, with 2x2 patches."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, 1, 8, 8, generator=g)
+    t = torch.linspace(0, 1, 4)
+    blur = F.avg_pool2d(F.pad(x0, (1, 1, 1, 1), mode="circular"), 3, 1)
+    target = torch.stack([x0 + (blur - x0) * float(s) for s in t], 1)
+    torch.manual_seed(0)
+    m = ANIE(1, width=32, heads=4, depth=1, patch_size=2, attention="softmax")
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = F.mse_loss(m(x0, t), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("mode", ["implicit", "phantom"])
+def test_backward_modes_match_unroll_at_fixed_point(mode):
+    """A contractive ANIE (small output projection) solved to 1e-12: the implicit and phantom
+    gradients equal backprop through all iterations."""
+    y0, t, target = decay_problem(4, 5)
+    y0, t, target = y0.double(), t.double(), target.double()
+    grads = []
+    for backward in ("unroll", mode):
+        torch.manual_seed(0)
+        m = ANIE(2, width=16, heads=2, depth=1, tol=1e-12, max_iter=200, backward=backward,
+                 phantom_steps=60).double()
+        with torch.no_grad():
+            m.proj.weight.mul_(0.3)
+        F.mse_loss(m(y0, t), target).backward()
+        assert m.last_stats.converged.all()
+        grads.append([p.grad for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+    assert max(float(g.abs().max()) for g in grads[0]) > 1e-3
+
+
+def test_state_dict_round_trip():
+    torch.manual_seed(0)
+    a, b = ANIE(2, width=16, heads=2), ANIE(2, width=16, heads=2)
+    y0, t, _ = decay_problem(3, 4)
+    assert not torch.equal(a(y0, t), b(y0, t))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(y0, t), b(y0, t))
+
+
+def test_bad_arguments():
+    for kw, match in [(dict(width=10, heads=4), "multiple of heads"),
+                      (dict(attention="linear"), "attention"),
+                      (dict(alpha=1.0), "alpha"),
+                      (dict(max_iter=0), "max_iter"),
+                      (dict(tol=-1.0), "tol"),
+                      (dict(patch_size=0), "patch_size"),
+                      (dict(backward="implicit"), "needs a tolerance")]:
+        with pytest.raises(ValueError, match=match):
+            ANIE(2, **kw)
+    with pytest.raises(TypeError, match="unknown solver option"):
+        ANIE(2, maxiter=3)
+    m = ANIE(2, width=16, heads=2)
+    with pytest.raises(ValueError, match="channels"):
+        m(torch.randn(2, 3), torch.linspace(0, 1, 4))
+    with pytest.raises(ValueError, match=r"\[B, C\]"):
+        m(torch.randn(2, 2, 4, 4), torch.linspace(0, 1, 4))
+    with pytest.raises(ValueError, match="t_grid"):
+        m(torch.randn(2, 2), torch.linspace(0, 1, 4).expand(3, 4))
+    field = ANIE(1, width=16, heads=2, patch_size=3)
+    with pytest.raises(ValueError, match="divide"):
+        field(torch.randn(1, 1, 8, 9), torch.linspace(0, 1, 2))

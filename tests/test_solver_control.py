@@ -1,0 +1,185 @@
+"""The C++ loop control: picard_control_ (CPU kernel and device-generic at:: kernel) against
+the pure-torch rules, and the PicardLoop class against PyLoop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fastpicard
+from fastpicard.solver import loop as loop_mod
+from fastpicard.solver.pyloop import PyLoop, control_update
+
+pytestmark = pytest.mark.skipif(not fastpicard.extension_available(),
+                                reason="compiled extension not available")
+
+KINDS = ("cpu", "generic")
+
+
+def fresh_state(S, dtype, cap):
+    return {
+        "frozen": torch.zeros(S, dtype=torch.bool),
+        "status": torch.zeros(S, dtype=torch.int8),
+        "iters": torch.zeros(S, dtype=torch.int64),
+        "stats": torch.tensor([[math.inf] * S] * 3 + [[math.nan] * S] * 2, dtype=dtype),
+        "trace": torch.full((cap, S), math.nan, dtype=dtype),
+    }
+
+
+def run_op(kind, st, res, norm, step, tol, rel, factor):
+    op = (torch.ops.fastpicard.picard_control_ if kind == "cpu"
+          else torch.ops.fastpicard.picard_control_generic_)
+    return op(res, norm, st["frozen"], st["status"], st["iters"], st["stats"], st["trace"], step,
+              tol, rel, factor)
+
+
+def random_residuals(S, dtype, step, g):
+    res = torch.rand(S, generator=g, dtype=torch.float64) * 2.0 ** (-step)
+    special = torch.randint(0, 12, (S,), generator=g)
+    res[special == 0] = math.nan
+    res[special == 1] = math.inf
+    res[special == 2] = 0.0
+    res[special == 3] = 1e-3  # exactly tol: not converged (strict <)
+    res[special == 4] = 50.0  # growth past the factor
+    norm = torch.rand(S, generator=g, dtype=torch.float64) * 3
+    norm[special == 5] = 0.0
+    return res.to(dtype), norm.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rel", [False, True])
+@pytest.mark.parametrize("factor", [10.0, math.inf])
+def test_control_kernels_match_reference_rules(dtype, rel, factor):
+    S, steps, tol = 37, 8, 1e-3
+    g = torch.Generator().manual_seed(1)
+    states = {k: fresh_state(S, dtype, steps) for k in KINDS}
+    ref = {"converged": torch.zeros(S, dtype=torch.bool),
+           "diverged": torch.zeros(S, dtype=torch.bool),
+           "iters": torch.zeros(S, dtype=torch.int64),
+           "min_abs": torch.full((S,), math.inf, dtype=dtype),
+           "best_abs": torch.full((S,), math.inf, dtype=dtype),
+           "best_rel": torch.full((S,), math.inf, dtype=dtype),
+           "last_abs": torch.full((S,), math.nan, dtype=dtype),
+           "last_rel": torch.full((S,), math.nan, dtype=dtype),
+           "trace": torch.full((steps, S), math.nan, dtype=dtype)}
+    for k in range(steps):
+        res, norm = random_residuals(S, dtype, k, g)
+        improved, new_div = control_update(ref, res, norm, k, tol, rel, factor)
+        for kind in KINDS:
+            st = states[kind]
+            imp, nd, summary = run_op(kind, st, res, norm, k, tol, rel, factor)
+            assert torch.equal(imp, improved) and torch.equal(nd, new_div), kind
+            status = st["status"]
+            assert torch.equal(status == 1, ref["converged"]), kind
+            assert torch.equal(status == 2, ref["diverged"]), kind
+            assert torch.equal(st["frozen"], ref["converged"] | ref["diverged"])
+            assert torch.equal(st["iters"], ref["iters"])
+            for row, name in enumerate(["min_abs", "best_abs", "best_rel", "last_abs",
+                                        "last_rel"]):
+                torch.testing.assert_close(st["stats"][row], ref[name], rtol=0, atol=0,
+                                           equal_nan=True, msg=f"{kind} {name}")
+            torch.testing.assert_close(st["trace"], ref["trace"], rtol=0, atol=0,
+                                       equal_nan=True)
+            assert summary.tolist() == [int((status == 0).sum()), int(imp.sum()), int(nd.sum()),
+                                        int((status == 2).sum())]
+    # the random inputs exercised every outcome
+    assert ref["converged"].any() and ref["diverged"].any() and (~ref["converged"]).any()
+
+
+def test_control_opcheck():
+    S = 5
+    st = fresh_state(S, torch.float32, 4)
+    res = torch.tensor([1.0, 0.0, math.nan, 0.5, 2.0])
+    norm = torch.ones(S)
+    for name in ("picard_control_", "picard_control_generic_"):
+        op = getattr(torch.ops.fastpicard, name).default
+        torch.library.opcheck(op, (res, norm, st["frozen"].clone(), st["status"].clone(),
+                                   st["iters"].clone(), st["stats"].clone(),
+                                   st["trace"].clone(), 0, 1e-3, False, 1e3))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_control_bad_arguments(kind):
+    S = 3
+    res, norm = torch.ones(S), torch.ones(S)
+    cases = [
+        ("res", dict(res=torch.ones(S, dtype=torch.int32)), TypeError),
+        ("norm", dict(norm=torch.ones(S + 1)), ValueError),
+        ("frozen", dict(frozen=torch.zeros(S, dtype=torch.uint8)), TypeError),
+        ("status", dict(status=torch.zeros(S, dtype=torch.int64)), TypeError),
+        ("stats", dict(stats=torch.zeros(4, S)), ValueError),
+        ("trace", dict(trace=torch.zeros(4, S + 1)), ValueError),
+        ("step", dict(step=4), IndexError),
+    ]
+    for name, override, exc in cases:
+        st = fresh_state(S, torch.float32, 4)
+        args = dict(res=res, norm=norm, step=0, **st)
+        args.update(override)
+        op = (torch.ops.fastpicard.picard_control_ if kind == "cpu"
+              else torch.ops.fastpicard.picard_control_generic_)
+        with pytest.raises(exc, match=name):
+            op(args["res"], args["norm"], args["frozen"], args["status"], args["iters"],
+               args["stats"], args["trace"], args["step"], 1e-3, False, 1e3)
+
+
+def _drive(loop, fn, x, max_iter):
+    reads = []
+    for _ in range(max_iter):
+        x, active, n_div = loop.step(x, fn(x))
+        reads.append((active, n_div))
+        if active == 0:
+            break
+    return loop.finish(x), reads, loop.stats()
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+@pytest.mark.parametrize("check_every", [1, 4])
+@pytest.mark.parametrize("batch_kind", [None, "leading", "vector"])
+def test_picard_loop_matches_pyloop_bitwise(check_every, batch_kind, reuse):
+    g = torch.Generator().manual_seed(3)
+    rows, d = 7, 5
+    A = torch.randn(d, d, generator=g, dtype=torch.float64) * 0.3
+    gain = torch.tensor([0.5, 1.0, 3.0, 0.9, 0.2, 0.7, 1.0], dtype=torch.float64)[:, None]
+    f = torch.randn(rows, d, generator=g, dtype=torch.float64)
+
+    def fn(x):
+        y = gain * torch.tanh(x @ A.T) + f
+        return torch.where(torch.arange(rows)[:, None] == 4, x * 1.5 + 1, y)  # row 4 grows
+
+    if batch_kind is None:
+        batch, S, leading = None, 1, False
+    elif batch_kind == "leading":
+        batch, S, leading = torch.arange(rows), rows, True
+    else:
+        batch, S, leading = torch.tensor([0, 1, 2, 1, 3, 0, 2]), 4, False
+    x0 = torch.zeros(rows, d, dtype=torch.float64)
+    args = (x0, 0.4, batch, S, leading, 1e-9, False, 60, 20.0, check_every, reuse)
+    out_c = _drive(torch.classes.fastpicard.PicardLoop(*args), fn, x0, 60)
+    out_p = _drive(PyLoop(*args), fn, x0, 60)
+    assert torch.equal(out_c[0], out_p[0])
+    assert out_c[1] == out_p[1]
+    torch.testing.assert_close(out_c[2], out_p[2], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(x0, torch.zeros_like(x0))  # the caller's x0 is never written
+    # off-check steps do not read the device
+    if check_every > 1:
+        assert all(r == (-1, -1) for i, r in enumerate(out_c[1]) if (i + 1) % check_every)
+
+
+def test_picard_loop_refuses_steps_past_max_iter_and_bad_config():
+    x0 = torch.zeros(3)
+    loop = torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 1, False, 1e-30, False, 2, 1e3, 1,
+                                               True)
+    x = x0
+    for _ in range(2):
+        x, _, _ = loop.step(x, x + 1)
+    with pytest.raises(RuntimeError, match="max_iter"):
+        loop.step(x, x + 1)
+    with pytest.raises(ValueError, match="alpha"):
+        torch.classes.fastpicard.PicardLoop(x0, 1.0, None, 1, False, 1e-3, False, 2, 1e3, 1, True)
+    with pytest.raises(ValueError, match="num_samples"):
+        torch.classes.fastpicard.PicardLoop(x0, 0.5, None, 2, False, 1e-3, False, 2, 1e3, 1, True)
+
+
+def test_default_loop_is_cpp():
+    assert loop_mod.IMPL == "cpp"

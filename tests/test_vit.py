@@ -1,0 +1,229 @@
+"""fastpicard.nn.IterativeViT (transformers, timm, FieldViT backbones) and FieldViT."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastpicard.nn import FieldViT, IterativeViT
+
+
+def hf_config():
+    transformers = pytest.importorskip("transformers")
+    return transformers, transformers.ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, num_labels=5,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def hf_model(kind, seed=0):
+    transformers, cfg = hf_config()
+    torch.manual_seed(seed)
+    return getattr(transformers, kind)(cfg).eval()
+
+
+def plain_loop(blocks, tokens, n, lam):
+    for _ in range(n):
+        t = tokens
+        for blk in blocks:
+            out = blk(t)
+            t = out[0] if isinstance(out, tuple) else out
+        tokens = (1 - lam) * t + lam * tokens
+    return tokens
+
+
+@pytest.mark.parametrize("kind", ["ViTModel", "ViTForImageClassification"])
+def test_hf_single_pass_is_exact_and_keys_kept(kind):
+    model = hf_model(kind)
+    it = IterativeViT(model, n_iter=1, lam=0.0)
+    assert it.backbone == "transformers"
+    x = torch.randn(2, 3, 16, 16)
+    a, b = model(x), it(x)
+    if kind == "ViTModel":
+        assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+        assert torch.equal(a.pooler_output, b.pooler_output)
+    else:
+        assert torch.equal(a.logits, b.logits)
+    assert list(it.state_dict()) == list(model.state_dict())
+    # pretrained weights load unchanged, strictly
+    other = hf_model(kind, seed=1)
+    fresh = IterativeViT(hf_model(kind, seed=2), n_iter=1, lam=0.0)
+    fresh.load_state_dict(other.state_dict())
+    ref = other(x)
+    got = fresh(x)
+    key = "last_hidden_state" if kind == "ViTModel" else "logits"
+    assert torch.equal(getattr(got, key), getattr(ref, key))
+
+
+def test_hf_iterates_the_block_stack():
+    model = hf_model("ViTModel")
+    it = IterativeViT(model, n_iter=3, lam=0.4)
+    x = torch.randn(2, 3, 16, 16)
+    blocks = model.layers if hasattr(model, "layers") else model.encoder.layer
+    tokens = plain_loop(blocks, model.embeddings(x), 3, 0.4)
+    ref = model.layernorm(tokens)
+    torch.testing.assert_close(it(x).last_hidden_state, ref, rtol=1e-6, atol=1e-6)
+    assert it.last_stats.steps == 3 and it.last_stats.iterations.tolist() == [3, 3]
+
+
+def test_hf_classifier_trains_with_labels():
+    model = hf_model("ViTForImageClassification").train()
+    it = IterativeViT(model, n_iter=2, lam=0.5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 16, 16, generator=g)
+    y = torch.arange(8) % 5
+    opt = torch.optim.Adam(it.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss = it(x, labels=y).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_nested_state_dict_keys():
+    class Holder(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.backbone = m
+            self.extra = nn.Linear(2, 2)
+
+    model = FieldViT(1, 1, 8, 4, dim=16, depth=1)
+    bare = Holder(model).state_dict()
+    wrapped = Holder(IterativeViT(model, n_iter=2))
+    assert list(wrapped.state_dict()) == list(bare)
+    wrapped.load_state_dict(bare)
+
+
+class TimmLike(nn.Module):
+    """The parts of timm's VisionTransformer that IterativeViT uses, with timm's names (timm
+    itself needs torchvision, which has no CPU wheel for this torch)."""
+
+    def __init__(self, dim=16, depth=2, classes=4):
+        super().__init__()
+        self.patch_embed = nn.Sequential(nn.Conv2d(3, dim, 4, 4), nn.Flatten(2))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.norm_pre = nn.Identity()
+        self.blocks = nn.Sequential(*[nn.TransformerEncoderLayer(dim, 2, 32, 0.0,
+                                                                 batch_first=True)
+                                      for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def _pos_embed(self, x):
+        x = x.transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        return x + self.pos_embed
+
+    def forward_features(self, x):
+        return self.norm(self.blocks(self.norm_pre(self._pos_embed(self.patch_embed(x)))))
+
+    def forward_head(self, x):
+        return self.head(x[:, 0])
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_timm_style_backbone():
+    torch.manual_seed(0)
+    model = TimmLike().eval()
+    it = IterativeViT(model, n_iter=1, lam=0.0)
+    assert it.backbone == "timm"
+    x = torch.randn(3, 3, 16, 16)
+    assert torch.equal(it(x), model(x))
+    it3 = IterativeViT(model, n_iter=3, lam=0.5)
+    tokens = plain_loop(model.blocks, model._pos_embed(model.patch_embed(x)), 3, 0.5)
+    torch.testing.assert_close(it3(x), model.forward_head(model.norm(tokens)), rtol=1e-6,
+                               atol=1e-6)
+
+
+def test_real_timm():
+    timm = pytest.importorskip("timm")
+    model = timm.models.vision_transformer.VisionTransformer(
+        img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=3).eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(IterativeViT(model, n_iter=1, lam=0.0)(x), model(x))
+
+
+def smooth_fields(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 16), torch.linspace(0, 1, 16), indexing="ij")
+    a, b = torch.rand(2, n, 1, 1, generator=g) * 3
+    u = torch.sin(a * 3.14 * xx + b) * torch.cos(b * 3.14 * yy)
+    return u.unsqueeze(1)
+
+
+def test_field_vit_shapes_and_iteration():
+    torch.manual_seed(0)
+    vit = FieldViT(2, 3, (16, 12), (4, 3), dim=16, depth=2, attention="galerkin")
+    x = torch.randn(2, 2, 16, 12)
+    assert vit(x).shape == (2, 3, 16, 12)
+    it = IterativeViT(vit, n_iter=1, lam=0.0)
+    assert it.backbone == "embed/decode" and torch.equal(it(x), vit(x))
+    ref = vit.decode(plain_loop(vit.blocks, vit.embed(x), 4, 0.25))
+    torch.testing.assert_close(IterativeViT(vit, n_iter=4, lam=0.25)(x), ref, rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["unroll", "implicit", "phantom"])
+def test_field_vit_trains_masked_reconstruction(mode):
+    """Masked reconstruction of smooth fields; every backward mode trains (tol set)."""
+    torch.manual_seed(0)
+    vit = FieldViT(2, 1, 16, 4, dim=32, depth=1)
+    opts = {} if mode == "unroll" else dict(backward=mode, tol=1e-3)
+    it = IterativeViT(vit, n_iter=3 if mode == "unroll" else 6, lam=0.5, **opts)
+    u = smooth_fields(16, 0)
+    mask = (torch.rand(u.shape, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    inp = torch.cat([u * mask, mask], 1)
+    opt = torch.optim.Adam(it.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = F.mse_loss(it(inp), u)
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in it.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_state_dict_round_trip():
+    a = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), n_iter=2)
+    b = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), n_iter=2)
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.equal(a(x), b(x))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a(x), b(x))
+
+
+def test_bad_arguments():
+    vit = FieldViT(1, 1, 8, 4, dim=16, depth=1)
+    for n in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="n_iter"):
+            IterativeViT(vit, n_iter=n)
+    for lam in (1.0, -0.1, 2):
+        with pytest.raises(ValueError, match="lam"):
+            IterativeViT(vit, lam=lam)
+    with pytest.raises(ValueError, match="tol"):
+        IterativeViT(vit, tol=0.0)
+    with pytest.raises(TypeError, match="unknown solver option"):
+        IterativeViT(vit, anderson=True)
+    with pytest.raises(ValueError, match="needs a tolerance"):
+        IterativeViT(vit, solver="anderson")
+    with pytest.raises(TypeError, match="do not know how to iterate"):
+        IterativeViT(nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="nn.Module"):
+        IterativeViT("vit")
+    with pytest.raises(ValueError, match="patch_size"):
+        FieldViT(1, 1, 10, 4)
+    with pytest.raises(ValueError, match="attention"):
+        FieldViT(1, 1, 8, 4, attention="linear")
+    with pytest.raises(ValueError, match="in_channels"):
+        FieldViT(0, 1, 8, 4)
+    with pytest.raises(ValueError, match="expected input"):
+        vit(torch.randn(1, 2, 8, 8))
