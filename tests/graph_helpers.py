@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from fastpicard import Graph
+from fastpicard.ops import _backend
+
+
+def triton_on_cpu():
+    """Marker for tests that run the Triton kernels on CPU tensors (TRITON_INTERPRET=1, set by
+    conftest when there is no GPU); the CUDA path is tested in test_graph_cuda.py."""
+    return pytest.mark.skipif(
+        not (_backend.triton_available() and _backend.triton_interpreting()),
+        reason="Triton interpreter (TRITON_INTERPRET=1) not active")
 
 
 def random_edges(n: int, e: int, *, gen: torch.Generator, self_loops=True, duplicates=True,

@@ -1,6 +1,6 @@
 // Kernel templates of the graph ops (see graph_isa.h). Included only by graph_isa_<isa>.cpp,
 // which first includes graph_impl_deps.h, then selects the instruction set, then defines
-//   FASTPICARD_ISA     the namespace name: base, avx2, avx512 (FASTPICARD_ISA_NAME: as a string)
+//   FASTPICARD_ISA     the namespace name: base, avx2 (FASTPICARD_ISA_NAME: as a string)
 //   FASTPICARD_VBYTES  the vector width in bytes the feature loops are written for.
 // Everything here has internal linkage, so each ISA's copy stays its own.
 //
@@ -32,6 +32,17 @@ inline A weight_of(const A* w, const I* perm, int64_t k) {
   }
 }
 
+// Element loads/stores through common.h's io<T>: branch-free bf16 and native _Float16
+// conversions, so half/bfloat16 loops vectorise too.
+template <typename T>
+FASTPICARD_INLINE acc_t<T> ld(const T* p, int64_t i) {
+  return io<T>::load(raw_ptr(p)[i]);
+}
+template <typename T>
+FASTPICARD_INLINE void st(T* p, int64_t i, acc_t<T> v) {
+  raw_ptr(p)[i] = io<T>::store(v);
+}
+
 template <typename A>
 struct VecOf {
   typedef A type __attribute__((vector_size(FASTPICARD_VBYTES)));
@@ -42,83 +53,98 @@ struct VecOf {
 constexpr int64_t kPrefetchAhead = 16;
 constexpr int kBlockVectors = 8;  // accumulators held in registers per feature block
 
-// buf[0:F] = sum over entries [e0, e1) of w_k * src[col[k], 0:F] (S == A: register blocks).
-template <int WM, typename A, typename I>
-inline void gather_row_vec(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                           int64_t nnz, const A* src, int64_t F, A* buf) {
+// out[0 : NV*L] = sum over entries [e0, e1) of w_k * src[col[k], f0 : f0 + NV*L] (src rows
+// have F elements), with the NV accumulator vectors held in registers.
+template <int NV, int WM, typename A, typename I>
+inline void gather_block(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
+                         int64_t nnz, const A* src, int64_t F, int64_t f0, A* out) {
   using V = typename VecOf<A>::type;
   constexpr int64_t L = sizeof(V) / sizeof(A);
-  constexpr int64_t B = L * kBlockVectors;
-  int64_t f0 = 0;
-  for (; f0 + B <= F; f0 += B) {
-    V acc[kBlockVectors];
-    for (int v = 0; v < kBlockVectors; ++v) acc[v] = V{};
-    for (int64_t k = e0; k < e1; ++k) {
-      if (k + kPrefetchAhead < nnz) {
-        const char* p = reinterpret_cast<const char*>(
-            src + static_cast<int64_t>(col[k + kPrefetchAhead]) * F + f0);
-        for (int64_t off = 0; off < B * static_cast<int64_t>(sizeof(A)); off += 64)
-          __builtin_prefetch(p + off);
-      }
-      const A wk = weight_of<WM>(w, perm, k);
-      const A* s = src + static_cast<int64_t>(col[k]) * F + f0;
-      for (int v = 0; v < kBlockVectors; ++v) {
-        V t;
-        std::memcpy(&t, s + v * L, sizeof(V));
-        acc[v] += wk * t;
-      }
+  V acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = V{};
+  for (int64_t k = e0; k < e1; ++k) {
+    if (k + kPrefetchAhead < nnz) {
+      const char* p = reinterpret_cast<const char*>(
+          src + static_cast<int64_t>(col[k + kPrefetchAhead]) * F + f0);
+      for (int64_t off = 0; off < NV * L * static_cast<int64_t>(sizeof(A)); off += 64)
+        __builtin_prefetch(p + off);
     }
-    for (int v = 0; v < kBlockVectors; ++v) std::memcpy(buf + f0 + v * L, &acc[v], sizeof(V));
-  }
-  for (; f0 + L <= F; f0 += L) {
-    V acc = V{};
-    for (int64_t k = e0; k < e1; ++k) {
+    const A wk = weight_of<WM>(w, perm, k);
+    const A* s = src + static_cast<int64_t>(col[k]) * F + f0;
+    for (int v = 0; v < NV; ++v) {
       V t;
-      std::memcpy(&t, src + static_cast<int64_t>(col[k]) * F + f0, sizeof(V));
-      acc += weight_of<WM>(w, perm, k) * t;
+      std::memcpy(&t, s + v * L, sizeof(V));
+      acc[v] += wk * t;
     }
-    std::memcpy(buf + f0, &acc, sizeof(V));
   }
-  for (; f0 < F; ++f0) {
+  for (int v = 0; v < NV; ++v) std::memcpy(out + v * L, &acc[v], sizeof(V));
+}
+
+// buf[0 : fe - fb] = sum over entries [e0, e1) of w_k * src[col[k], fb : fe] for a float or
+// double source: features in register blocks of 8, 4, 2, 1 vectors (one pass over the entries
+// per block), the last (fe - fb) mod L features one at a time.
+template <int WM, typename A, typename I>
+inline void gather_row_vec(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
+                           int64_t nnz, const A* src, int64_t F, int64_t fb, int64_t fe, A* buf) {
+  constexpr int64_t L = sizeof(typename VecOf<A>::type) / sizeof(A);
+  int64_t f0 = fb;
+  for (; fe - f0 >= kBlockVectors * L; f0 += kBlockVectors * L)
+    gather_block<kBlockVectors, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+  if (fe - f0 >= 4 * L) {
+    gather_block<4, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += 4 * L;
+  }
+  if (fe - f0 >= 2 * L) {
+    gather_block<2, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += 2 * L;
+  }
+  if (fe - f0 >= L) {
+    gather_block<1, WM>(col, w, perm, e0, e1, nnz, src, F, f0, buf + (f0 - fb));
+    f0 += L;
+  }
+  for (; f0 < fe; ++f0) {
     A acc = 0;
     for (int64_t k = e0; k < e1; ++k)
       acc += weight_of<WM>(w, perm, k) * src[static_cast<int64_t>(col[k]) * F + f0];
-    buf[f0] = acc;
+    buf[f0 - fb] = acc;
   }
 }
 
 // Same for a half/bfloat16 source: convert after load, accumulate in the row buffer.
 template <int WM, typename S, typename A, typename I>
 inline void gather_row_generic(const I* col, const A* w, const I* perm, int64_t e0,
-                               int64_t e1, const S* src, int64_t F, A* buf) {
-  for (int64_t f = 0; f < F; ++f) buf[f] = 0;
+                               int64_t e1, const S* src, int64_t F, int64_t fb, int64_t fe,
+                               A* buf) {
+  const int64_t n = fe - fb;
+  for (int64_t f = 0; f < n; ++f) buf[f] = 0;
   for (int64_t k = e0; k < e1; ++k) {
     const A wk = weight_of<WM>(w, perm, k);
-    const S* s = src + static_cast<int64_t>(col[k]) * F;
+    const S* s = src + static_cast<int64_t>(col[k]) * F + fb;
 #pragma omp simd
-    for (int64_t f = 0; f < F; ++f) buf[f] += wk * static_cast<A>(s[f]);
+    for (int64_t f = 0; f < n; ++f) buf[f] += wk * ld(s, f);
   }
 }
 
 template <int WM, typename S, typename A, typename I>
 inline void gather_row(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                       int64_t nnz, const S* src, int64_t F, A* buf) {
+                       int64_t nnz, const S* src, int64_t F, int64_t fb, int64_t fe, A* buf) {
   if constexpr (std::is_same_v<S, A>) {
-    gather_row_vec<WM>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row_vec<WM>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else {
-    gather_row_generic<WM>(col, w, perm, e0, e1, src, F, buf);
+    gather_row_generic<WM>(col, w, perm, e0, e1, src, F, fb, fe, buf);
   }
 }
 
 template <typename S, typename A, typename I>
 inline void gather_row_any(const I* col, const A* w, const I* perm, int64_t e0, int64_t e1,
-                           int64_t nnz, const S* src, int64_t F, A* buf) {
+                           int64_t nnz, const S* src, int64_t F, int64_t fb, int64_t fe,
+                           A* buf) {
   if (perm != nullptr && w != nullptr) {
-    gather_row<kPerm>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kPerm>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else if (w != nullptr) {
-    gather_row<kDirect>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kDirect>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   } else {
-    gather_row<kNoWeight>(col, w, perm, e0, e1, nnz, src, F, buf);
+    gather_row<kNoWeight>(col, w, perm, e0, e1, nnz, src, F, fb, fe, buf);
   }
 }
 
@@ -127,7 +153,7 @@ template <typename T, typename A>
 inline void bias_act_row(A* buf, const T* bias, int64_t F, Act act, A slope, T* y) {
   if (bias != nullptr) {
 #pragma omp simd
-    for (int64_t f = 0; f < F; ++f) buf[f] += static_cast<A>(bias[f]);
+    for (int64_t f = 0; f < F; ++f) buf[f] += ld(bias, f);
   }
   switch (act) {
     case Act::kRelu:
@@ -146,7 +172,7 @@ inline void bias_act_row(A* buf, const T* bias, int64_t F, Act act, A slope, T* 
   }
   if (y != nullptr) {
 #pragma omp simd
-    for (int64_t f = 0; f < F; ++f) y[f] = static_cast<T>(buf[f]);
+    for (int64_t f = 0; f < F; ++f) st(y, f, buf[f]);
   }
 }
 
@@ -163,9 +189,9 @@ inline void mix_row(const A* z, const T* x, T* out, int64_t F, A alpha, A beta, 
       const uint32_t hv = mix32(rk ^ static_cast<uint32_t>(f));
       zv *= (hv >> 8) >= thr ? scale : A(0);
     }
-    const A xv = static_cast<A>(x[f]);
+    const A xv = ld(x, f);
     const A nv = alpha * xv + beta * zv;
-    out[f] = static_cast<T>(nv);
+    st(out, f, nv);
     const A d = nv - xv;
     rs += d * d;
     ss += nv * nv;
@@ -179,8 +205,8 @@ inline void copy_row(const T* x, T* out, int64_t F, A& s) {
   A ss = 0;
 #pragma omp simd reduction(+ : ss)
   for (int64_t f = 0; f < F; ++f) {
-    out[f] = x[f];
-    const A xv = static_cast<A>(x[f]);
+    raw_ptr(out)[f] = raw_ptr(x)[f];
+    const A xv = ld(x, f);
     ss += xv * xv;
   }
   s = ss;
@@ -208,53 +234,55 @@ void update_forward_typed(const UpdateForward& p) {
   const A alpha = static_cast<A>(p.alpha), beta = static_cast<A>(1.0 - p.alpha);
   const A slope = static_cast<A>(p.slope), scale = static_cast<A>(p.drop.scale);
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
-  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
+  const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+  parallel_chunks(chunks, chunks < 2, [&](int64_t c) {
     std::vector<A> buf(std::max<int64_t>(F, 1));
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
-        gather_row_any<T, A, I>(col, w, nullptr, rp[i], rp[i + 1], nnz, h, F, buf.data());
-        bias_act_row<T, A>(buf.data(), bias, F, p.act, slope, y ? y + i * F : nullptr);
-        const bool fz = p.frozen != nullptr && p.frozen[p.batch ? p.batch[i] : 0];
-        A r = 0, s = 0;
-        if (fz) {
-          copy_row<T, A>(x + i * F, out + i * F, F, s);
-        } else if (p.drop.on) {
-          const uint32_t rk = mix32(static_cast<uint32_t>(i) ^ p.drop.key);
-          mix_row<true, T, A>(buf.data(), x + i * F, out + i * F, F, alpha, beta, rk,
-                              p.drop.threshold, scale, r, s);
-        } else {
-          mix_row<false, T, A>(buf.data(), x + i * F, out + i * F, F, alpha, beta, 0, 0, scale,
-                               r, s);
-        }
-        rr[i] = r;
-        if (rn) rn[i] = s;
+    for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
+      const int64_t o = i * F;
+      gather_row_any<T, A, I>(col, w, nullptr, rp[i], rp[i + 1], nnz, h, F, 0, F, buf.data());
+      bias_act_row<T, A>(buf.data(), bias, F, p.act, slope, y ? y + o : nullptr);
+      const bool fz = p.frozen != nullptr && p.frozen[p.batch ? p.batch[i] : 0];
+      A r = 0, s = 0;
+      if (fz) {
+        copy_row<T, A>(x + o, out + o, F, s);
+      } else if (p.drop.on) {
+        const uint32_t rk = mix32(static_cast<uint32_t>(i) ^ p.drop.key);
+        mix_row<true, T, A>(buf.data(), x + o, out + o, F, alpha, beta, rk, p.drop.threshold,
+                            scale, r, s);
+      } else {
+        mix_row<false, T, A>(buf.data(), x + o, out + o, F, alpha, beta, 0, 0, scale, r, s);
       }
+      rr[i] = r;
+      if (rn) rn[i] = s;
     }
   });
 }
 
-// gp = beta * g * dropout mask * act'(y); gx = alpha * g; frozen rows: gp = 0, gx = g.
+// gp = beta * g * dropout mask * act'(y); gx = alpha * g (frozen rows are handled by the
+// caller). Two branch-free loops, so both vectorise.
 template <int ACT, bool DROP, typename T, typename A>
 inline void backward_row(const T* g, const T* y, A* gp, T* gx, int64_t F, A alpha, A beta,
                          A slope, uint32_t rk, uint32_t thr, A scale) {
 #pragma omp simd
   for (int64_t f = 0; f < F; ++f) {
-    const A gv = static_cast<A>(g[f]);
-    A d = beta * gv;
+    A d = beta * ld(g, f);
     if constexpr (DROP) {
       const uint32_t hv = mix32(rk ^ static_cast<uint32_t>(f));
       d *= (hv >> 8) >= thr ? scale : A(0);
     }
     if constexpr (ACT == static_cast<int>(Act::kRelu)) {
-      d = static_cast<A>(y[f]) <= A(0) ? A(0) : d;
+      d = ld(y, f) <= A(0) ? A(0) : d;  // as torch's threshold_backward
     } else if constexpr (ACT == static_cast<int>(Act::kLeakyRelu)) {
-      d = static_cast<A>(y[f]) > A(0) ? d : d * slope;
+      d = ld(y, f) > A(0) ? d : d * slope;
     } else if constexpr (ACT == static_cast<int>(Act::kTanh)) {
-      const A yv = static_cast<A>(y[f]);
+      const A yv = ld(y, f);
       d *= A(1) - yv * yv;
     }
     gp[f] = d;
-    if (gx != nullptr) gx[f] = static_cast<T>(alpha * gv);
+  }
+  if (gx != nullptr) {
+#pragma omp simd
+    for (int64_t f = 0; f < F; ++f) st(gx, f, alpha * ld(g, f));
   }
 }
 
@@ -287,9 +315,10 @@ void update_backward_rows_typed(const UpdateBackwardRows& p) {
   T* gx = p.gx.defined() ? p.gx.data_ptr<T>() : nullptr;
   const A alpha = static_cast<A>(p.alpha), beta = static_cast<A>(1.0 - p.alpha);
   const A slope = static_cast<A>(p.slope), scale = static_cast<A>(p.drop.scale);
-  const int64_t grain = std::max<int64_t>(1, kSerialElements / std::max<int64_t>(F, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
+  const int64_t per = std::max<int64_t>(1, kSerialElements / std::max<int64_t>(F, 1));
+  const int64_t chunks = (rows + per - 1) / per;
+  parallel_chunks(chunks, chunks < 2, [&](int64_t c) {
+    for (int64_t i = c * per; i < std::min(rows, (c + 1) * per); ++i) {
       const T* gi = g + i * F;
       T* gxi = gx ? gx + i * F : nullptr;
       if (p.frozen != nullptr && p.frozen[p.batch ? p.batch[i] : 0]) {
@@ -337,25 +366,24 @@ void gather_typed(const Gather& p) {
   const S* src = p.src.const_data_ptr<S>();
   T* out = p.out.data_ptr<T>();
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
-  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
+  const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+  parallel_chunks(chunks, chunks < 2, [&](int64_t c) {
     std::vector<A> buf(std::max<int64_t>(F, 1));
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
-        const int64_t e0 = rp[i], e1 = rp[i + 1];
-        if constexpr (std::is_same_v<S, A>) {
-          if (arg != nullptr) {
-            gather_row_masked<A, I>(col, w, perm, arg, e0, e1, src, F, buf.data());
-          } else {
-            gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, buf.data());
-          }
+    for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
+      const int64_t e0 = rp[i], e1 = rp[i + 1];
+      if constexpr (std::is_same_v<S, A>) {
+        if (arg != nullptr) {
+          gather_row_masked<A, I>(col, w, perm, arg, e0, e1, src, F, buf.data());
         } else {
-          gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, buf.data());
+          gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, 0, F, buf.data());
         }
-        const A sc = p.mean && e1 > e0 ? A(1) / static_cast<A>(e1 - e0) : A(1);
-        T* o = out + i * F;
-#pragma omp simd
-        for (int64_t f = 0; f < F; ++f) o[f] = static_cast<T>(buf[f] * sc);
+      } else {
+        gather_row_any<S, A, I>(col, w, perm, e0, e1, nnz, src, F, 0, F, buf.data());
       }
+      const A sc = p.mean && e1 > e0 ? A(1) / static_cast<A>(e1 - e0) : A(1);
+      T* o = out + i * F;
+#pragma omp simd
+      for (int64_t f = 0; f < F; ++f) st(o, f, buf[f] * sc);
     }
   });
 }
@@ -371,8 +399,9 @@ void edge_dot_typed(const EdgeDot& p) {
   const T* h = p.h.const_data_ptr<T>();
   A* gw = p.gw.data_ptr<A>();
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
-  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t i = bounds[c0]; i < bounds[c1]; ++i) {
+  const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+  parallel_chunks(chunks, chunks < 2, [&](int64_t c) {
+    for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
       const A* gi = g + i * F;
       const I* ai = arg ? arg + i * F : nullptr;
       for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
@@ -381,10 +410,10 @@ void edge_dot_typed(const EdgeDot& p) {
         if (ai != nullptr) {
           const I kk = static_cast<I>(k);
 #pragma omp simd reduction(+ : s)
-          for (int64_t f = 0; f < F; ++f) s += ai[f] == kk ? gi[f] * static_cast<A>(hk[f]) : A(0);
+          for (int64_t f = 0; f < F; ++f) s += ai[f] == kk ? gi[f] * ld(hk, f) : A(0);
         } else {
 #pragma omp simd reduction(+ : s)
-          for (int64_t f = 0; f < F; ++f) s += gi[f] * static_cast<A>(hk[f]);
+          for (int64_t f = 0; f < F; ++f) s += gi[f] * ld(hk, f);
         }
         gw[k] = s;
       }
@@ -403,9 +432,10 @@ void max_typed(const Max& p) {
   T* out = p.out.data_ptr<T>();
   I* arg = p.arg.data_ptr<I>();
   const std::vector<int64_t> bounds = balanced_rows(p.a.rowptr, rows, F);
-  at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
+  const int64_t chunks = static_cast<int64_t>(bounds.size()) - 1;
+  parallel_chunks(chunks, chunks < 2, [&](int64_t c) {
     std::vector<A> best(std::max<int64_t>(F, 1));
-    for (int64_t i = bounds[c0]; i < bounds[c1]; ++i) {
+    for (int64_t i = bounds[c]; i < bounds[c + 1]; ++i) {
       const int64_t e0 = rp[i], e1 = rp[i + 1];
       T* o = out + i * F;
       I* ai = arg + i * F;
@@ -420,7 +450,7 @@ void max_typed(const Max& p) {
         const A wk = w ? w[e0] : A(1);
         const T* s = h + static_cast<int64_t>(col[e0]) * F;
         for (int64_t f = 0; f < F; ++f) {
-          best[f] = wk * static_cast<A>(s[f]);
+          best[f] = wk * ld(s, f);
           ai[f] = static_cast<I>(e0);
         }
       }
@@ -430,14 +460,14 @@ void max_typed(const Max& p) {
         const I kk = static_cast<I>(k);
 #pragma omp simd
         for (int64_t f = 0; f < F; ++f) {
-          const A v = wk * static_cast<A>(s[f]);
+          const A v = wk * ld(s, f);
           const A b = best[f];
           const bool take = v > b || (v != v && b == b);  // the first NaN wins and stays
           best[f] = take ? v : b;
           ai[f] = take ? kk : ai[f];
         }
       }
-      for (int64_t f = 0; f < F; ++f) o[f] = static_cast<T>(best[f]);
+      for (int64_t f = 0; f < F; ++f) st(o, f, best[f]);
     }
   });
 }
@@ -449,15 +479,12 @@ void column_sum_typed(const ColumnSum& p) {
   const int64_t blocks = (rows + kRows - 1) / kRows;
   const A* src = p.src.const_data_ptr<A>();
   std::vector<A> part(static_cast<size_t>(std::max<int64_t>(blocks, 1) * F), A(0));
-  const int64_t grain = std::max<int64_t>(1, kSerialElements / std::max<int64_t>(kRows * F, 1));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      A* pb = part.data() + b * F;
-      for (int64_t i = b * kRows; i < std::min(rows, (b + 1) * kRows); ++i) {
-        const A* s = src + i * F;
+  parallel_chunks(blocks, rows * F <= kSerialElements, [&](int64_t b) {
+    A* pb = part.data() + b * F;
+    for (int64_t i = b * kRows; i < std::min(rows, (b + 1) * kRows); ++i) {
+      const A* s = src + i * F;
 #pragma omp simd
-        for (int64_t f = 0; f < F; ++f) pb[f] += s[f];
-      }
+      for (int64_t f = 0; f < F; ++f) pb[f] += s[f];
     }
   });
   A* out = p.out.data_ptr<A>();

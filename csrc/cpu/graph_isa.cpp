@@ -15,18 +15,10 @@ namespace graph_cpu {
 
 const Kernels& kernels() {
 #if defined(__x86_64__) && defined(__GNUC__)
-  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  static const bool has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f") &&
-                                 __builtin_cpu_supports("avx512vl") &&
-                                 __builtin_cpu_supports("avx512bw") &&
-                                 __builtin_cpu_supports("avx512dq");
-  int level = has_avx512 ? 2 : has_avx2 ? 1 : 0;
-  if (const char* want = std::getenv("FASTPICARD_CPU_ISA")) {
-    if (std::strcmp(want, "base") == 0) level = 0;
-    else if (std::strcmp(want, "avx2") == 0) level = std::min(level, 1);
-  }
-  if (level == 2) return kernels_avx512();
-  if (level == 1) return kernels_avx2();
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                               __builtin_cpu_supports("f16c");
+  const char* want = std::getenv("FASTPICARD_CPU_ISA");
+  if (has_avx2 && !(want != nullptr && std::strcmp(want, "base") == 0)) return kernels_avx2();
 #endif
   return kernels_base();
 }
@@ -112,7 +104,9 @@ std::vector<int64_t> balanced_rows_typed(const I* rp, int64_t rows, int64_t widt
   const int64_t nnz = rp[rows];
   const int64_t threads = at::get_num_threads();
   const int64_t work = (nnz + 2 * rows) * std::max<int64_t>(width, 1);
-  const int64_t n = rows == 0 ? 1 : std::min<int64_t>(rows, work < kSerialElements ? 1 : threads);
+  // a few chunks per thread: common.h's parallel_chunks hands them out dynamically, so a
+  // descheduled thread's share is taken over by the others
+  const int64_t n = rows == 0 ? 1 : std::min<int64_t>(rows, work < kSerialElements ? 1 : 4 * threads);
   std::vector<int64_t> bounds(n + 1, rows);
   bounds[0] = 0;
   // cost(i) = entries before row i + 2 per row (the epilogue); split into n equal parts

@@ -1,8 +1,9 @@
 // CPU kernels of the graph ops (spmm, spmm_update), compiled once per instruction set.
 //
 // graph_impl.h holds the kernels as templates; graph_isa_<isa>.cpp compiles them for one ISA
-// (baseline, AVX2+FMA, AVX-512) and fills a table of entry points. kernels() picks the best
-// table this CPU runs, once. Everything below takes validated, contiguous tensors: argument
+// (baseline, AVX2+FMA+F16C) and fills a table of entry points; kernels() picks the best one this
+// CPU runs. (An AVX-512 build measured no faster: the gathers are bound by cache and memory
+// latency, not by arithmetic.) Everything below takes validated, contiguous tensors: argument
 // and index checks happen in the op files before any kernel runs.
 #pragma once
 #include <ATen/ATen.h>
@@ -107,15 +108,13 @@ struct Kernels {
   void (*column_sum)(const ColumnSum&);
 };
 
-// The kernels for this CPU: AVX-512 > AVX2+FMA > baseline. The environment variable
-// FASTPICARD_CPU_ISA=base|avx2|avx512 forces one (read on every call; for tests and
-// benchmarks), falling back to the best supported one below it.
+// The kernels for this CPU: AVX2+FMA+F16C when supported, else baseline. The environment variable
+// FASTPICARD_CPU_ISA=base forces the baseline (read on every call; for tests and benchmarks).
 const Kernels& kernels();
 
 const Kernels& kernels_base();
 #if defined(__x86_64__) && defined(__GNUC__)
 const Kernels& kernels_avx2();
-const Kernels& kernels_avx512();
 #endif
 
 // Dropout parameters of one call: key from the two int64 words of `seed` (each in [0, 2^31)).
@@ -129,7 +128,8 @@ Csr make_csr(const at::Tensor& rowptr, const at::Tensor& col,
 // nnz; col in [0, src_rows); perm in [0, nnz)). IndexError naming `what` otherwise.
 void check_csr_values(const Csr& a, int64_t src_rows, const char* what);
 
-// Row-ranges of about equal cost (entries + rows) for the calling thread count.
+// Row ranges of about equal cost (entries + 2 per row), a few per thread (for
+// parallel_chunks); one range when the work is small.
 std::vector<int64_t> balanced_rows(const at::Tensor& rowptr, int64_t rows, int64_t width);
 
 }  // namespace graph_cpu

@@ -1,11 +1,12 @@
-// Graph kernels compiled for AVX2 + FMA (chosen at run time when the CPU has both).
+// Graph kernels compiled for AVX2 + FMA + F16C (chosen at run time when the CPU has them).
 #include "cpu/graph_impl_deps.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
+#pragma GCC optimize("no-trapping-math")  // see graph_isa_base.cpp
 #endif
 #define FASTPICARD_ISA avx2
 #define FASTPICARD_ISA_NAME "avx2"

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "update": "update",
     "solver": "solver",
     "models": "models",
+    "graph": "graph",
 }
 
 

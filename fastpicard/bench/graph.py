@@ -1,0 +1,187 @@
+"""graph: one PIGN step (hidden 64, GEMM included) with the fused spmm_update vs PyG and torch.
+
+Per graph (Cora, PubMed from the Planetoid raw files, a large random graph), one step
+``x_new = a*x + (1-a)*relu(Â·(x·W) + b)`` with its residual ``‖x_new - x‖``:
+    fused       fastpicard.ops.spmm_update on a prebuilt fastpicard.Graph
+    pyg         (a) PyG GCNConv on edge_index (normalises every call) + relu + smoothing + norm
+    pyg_cached  (b) PyG GCNConv(cached=True) on a torch.sparse_csr adjacency + the same ops
+    torch_csr   (c) torch.sparse.mm on a precomputed normalised CSR + the same ops
+    scatter     (d) torch_scatter aggregation, when torch_scatter is installed
+timed forward (no grad) and forward+backward (grads of x, W, b). Prints medians and the
+speedup of fused over each peer; rows go to the CSV.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+from ..graph import Graph
+from ..ops import spmm_update
+from .timing import append_csv, interleaved_medians, print_table
+
+HIDDEN = 64
+ALPHA = 0.5
+
+
+def add_arguments(p):
+    p.add_argument("--graphs", default="Cora,PubMed,large",
+                   help="comma-separated: Cora, CiteSeer, PubMed, large")
+    p.add_argument("--data", default=None,
+                   help="folder holding planetoid/<Name>/raw (default: $FASTPICARD_DATA, "
+                        "../shared/data beside the project, /work/shared/data)")
+    p.add_argument("--large-nodes", type=float, default=1e6)
+    p.add_argument("--large-edges", type=float, default=1e7)
+    p.add_argument("--modes", default="fwd,fwd+bwd", help="fwd, fwd+bwd")
+    p.add_argument("--peers", default="pyg,pyg_cached,torch_csr,scatter")
+    p.add_argument("--reps", type=int, default=15, help="repetitions (large graph: a third)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+
+
+def find_data(path):
+    here = Path(__file__).resolve().parents[2]
+    candidates = [path, os.environ.get("FASTPICARD_DATA"), here / ".." / "shared" / "data",
+                  "/work/shared/data"]
+    for c in candidates:
+        if c and (Path(c) / "planetoid").is_dir():
+            return Path(c)
+    raise FileNotFoundError("no planetoid data found; pass --data (folder with planetoid/)")
+
+
+def planetoid_edges(root: Path, name: str):
+    """edge_index of a Planetoid graph from its raw ``ind.<name>.graph`` adjacency dict, as
+    PyG builds it (self loops removed, duplicates merged), and the node count."""
+    with open(root / "planetoid" / name / "raw" / f"ind.{name.lower()}.graph", "rb") as f:
+        adj = pickle.load(f, encoding="latin1")
+    src = [int(k) for k, vs in adj.items() for _ in vs]
+    dst = [int(v) for vs in adj.values() for v in vs]
+    ei = torch.tensor([src, dst], dtype=torch.int64)
+    ei = ei[:, ei[0] != ei[1]]
+    n = int(ei.max()) + 1
+    key = torch.unique(ei[0] * n + ei[1])
+    return torch.stack([key // n, key % n]), n
+
+
+def random_edges(n: int, e: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n, (2, e), generator=g), n
+
+
+def _peers(name, edge_index, n, graph, x, W, b, wanted):
+    """Callables computing (x_new, res) for each peer, sharing x, W, b."""
+    cases = {}
+    if "pyg" in wanted or "pyg_cached" in wanted:
+        from torch_geometric.nn import GCNConv
+    if "pyg" in wanted:
+        conv = GCNConv(HIDDEN, HIDDEN)
+        conv.lin.weight = torch.nn.Parameter(W.t().detach().clone())
+        conv.bias = b
+
+        def pyg():
+            z = torch.relu(conv(x, edge_index))
+            x_new = ALPHA * x + (1 - ALPHA) * z
+            return x_new, torch.linalg.vector_norm(x_new - x)
+        cases["pyg"] = pyg
+    if "pyg_cached" in wanted:
+        conv_c = GCNConv(HIDDEN, HIDDEN, cached=True)
+        conv_c.lin.weight = torch.nn.Parameter(W.t().detach().clone())
+        conv_c.bias = b
+        adj_t = torch.sparse_coo_tensor(edge_index.flip(0), torch.ones(edge_index.shape[1]),
+                                        (n, n)).coalesce().to_sparse_csr()
+
+        def pyg_cached():
+            z = torch.relu(conv_c(x, adj_t))
+            x_new = ALPHA * x + (1 - ALPHA) * z
+            return x_new, torch.linalg.vector_norm(x_new - x)
+        cases["pyg_cached"] = pyg_cached
+    if "torch_csr" in wanted:
+        a = graph.adjacency()
+
+        def torch_csr():
+            z = torch.relu(torch.sparse.mm(a, x @ W) + b)
+            x_new = ALPHA * x + (1 - ALPHA) * z
+            return x_new, torch.linalg.vector_norm(x_new - x)
+        cases["torch_csr"] = torch_csr
+    if "scatter" in wanted:
+        try:
+            import torch_scatter
+        except ImportError:
+            torch_scatter = None
+        if torch_scatter is not None:
+            rows = torch.repeat_interleave(torch.arange(n), graph.rowptr.long().diff())
+            col, w = graph.col.long(), graph.weight
+
+            def scatter():
+                h = x @ W
+                z = torch.relu(torch_scatter.scatter_add(h[col] * w[:, None], rows, 0,
+                                                         dim_size=n) + b)
+                x_new = ALPHA * x + (1 - ALPHA) * z
+                return x_new, torch.linalg.vector_norm(x_new - x)
+            cases["scatter"] = scatter
+    return cases
+
+
+def run(args):
+    import warnings
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    wanted = set(args.peers.split(","))
+    modes = args.modes.split(",")
+    rows = []
+    data = None
+    for name in args.graphs.split(","):
+        if name == "large":
+            n_nodes, n_edges = int(args.large_nodes), int(args.large_edges)
+            edge_index, n = random_edges(n_nodes, n_edges)
+            label = f"random {n_nodes:.0e}/{n_edges:.0e}"
+            reps = max(3, args.reps // 3)
+        else:
+            data = data or find_data(args.data)
+            edge_index, n = planetoid_edges(data, name)
+            label = name
+            reps = args.reps
+        graph = Graph.from_edge_index(edge_index, n, norm="gcn")
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(n, HIDDEN, generator=gen)
+        W = torch.randn(HIDDEN, HIDDEN, generator=gen) / HIDDEN ** 0.5
+        b = torch.nn.Parameter(torch.randn(HIDDEN, generator=gen) * 0.1)
+        gy = torch.randn(n, HIDDEN, generator=gen)
+
+        def fused():
+            return spmm_update(graph, x @ W, x, ALPHA, bias=b)
+
+        def gemm():
+            return x @ W
+
+        steps = {"fused": fused, **_peers(name, edge_index, n, graph, x, W, b, wanted)}
+        for mode in modes:
+            if mode == "fwd":
+                cases = dict(steps, gemm=gemm)
+                with torch.no_grad():
+                    t = interleaved_medians(cases, "cpu", reps=reps, warmup=2, min_time=2e-2)
+            else:
+                x.requires_grad_(True)
+                W.requires_grad_(True)
+
+                def with_backward(step):
+                    def f():
+                        x_new, _ = step()
+                        torch.autograd.backward(x_new, gy)
+                        x.grad = W.grad = b.grad = None
+                    return f
+                cases = {k: with_backward(v) for k, v in steps.items()}
+                t = interleaved_medians(cases, "cpu", reps=reps, warmup=2, min_time=2e-2)
+                x.requires_grad_(False)
+                W.requires_grad_(False)
+            for case, sec in t.items():
+                rows.append({"bench": "graph", "graph": label, "nodes": n,
+                             "edges": graph.num_edges, "mode": mode, "case": case,
+                             "ms": sec * 1e3, "fused_speedup": sec / t["fused"]})
+        print(f"{label}: {n} nodes, {graph.num_edges} entries (with self loops)", flush=True)
+    print(f"threads={torch.get_num_threads()} OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '')!r}")
+    print_table(rows, ["graph", "mode", "case", "ms", "fused_speedup"])
+    append_csv(args.csv, rows)
