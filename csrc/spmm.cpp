@@ -16,7 +16,8 @@ Reduce parse_reduce(c10::string_view reduce) {
 
 void check_graph_args(const char* op, const at::Tensor& rowptr, const at::Tensor& col,
                       const c10::optional<at::Tensor>& weight, const at::Tensor& t_rowptr,
-                      const at::Tensor& t_col, const at::Tensor& t_perm, const at::Tensor& h) {
+                      const at::Tensor& t_col, const at::Tensor& t_perm,
+                      const c10::optional<at::Tensor>& t_weight, const at::Tensor& h) {
   const auto dt = h.scalar_type();
   TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
                    op, ": h must be float32/float16/bfloat16/float64, got ", dt);
@@ -44,14 +45,19 @@ void check_graph_args(const char* op, const at::Tensor& rowptr, const at::Tensor
   TORCH_CHECK_VALUE(t_col.size(0) == e && t_perm.size(0) == e, op,
                     ": t_col and t_perm must have one entry per edge (", e, "), got ",
                     t_col.size(0), " and ", t_perm.size(0));
-  if (weight.has_value()) {
-    const auto& w = *weight;
-    TORCH_CHECK_TYPE(w.scalar_type() == stat_dtype(h.scalar_type()), op, ": weight must be ",
-                     stat_dtype(h.scalar_type()), " for ", h.scalar_type(), " features, got ",
-                     w.scalar_type());
-    TORCH_CHECK_VALUE(w.dim() == 1 && w.size(0) == e, op,
-                      ": weight must have shape [num_edges=", e, "], got ", w.sizes());
-    TORCH_CHECK_VALUE(w.device() == h.device(), op, ": weight is on ", w.device(),
+  TORCH_CHECK_VALUE(weight.has_value() || !t_weight.has_value(), op,
+                    ": t_weight is given without weight");
+  const std::pair<const char*, const c10::optional<at::Tensor>*> weight_args[] = {
+      {"weight", &weight}, {"t_weight", &t_weight}};
+  for (const auto& [name, opt] : weight_args) {
+    if (!opt->has_value()) continue;
+    const auto& w = **opt;
+    TORCH_CHECK_TYPE(w.scalar_type() == stat_dtype(h.scalar_type()), op, ": ", name,
+                     " must be ", stat_dtype(h.scalar_type()), " for ", h.scalar_type(),
+                     " features, got ", w.scalar_type());
+    TORCH_CHECK_VALUE(w.dim() == 1 && w.size(0) == e, op, ": ", name,
+                      " must have shape [num_edges=", e, "], got ", w.sizes());
+    TORCH_CHECK_VALUE(w.device() == h.device(), op, ": ", name, " is on ", w.device(),
                       " but h is on ", h.device());
   }
 }
@@ -59,17 +65,18 @@ void check_graph_args(const char* op, const at::Tensor& rowptr, const at::Tensor
 TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   // out[i] = reduce over edges k of row i of weight[k] * h[col[k]] (sum, mean or max; empty
   // rows give 0). Returns (out [N, F], arg): arg is, for max, the edge attaining each output
-  // ([N, F], index dtype, -1 for empty rows), else an empty tensor. The transposed CSR is
-  // used by the backward only.
+  // ([N, F], index dtype, -1 for empty rows), else an empty tensor. The transposed CSR
+  // (t_weight = weight[t_perm], or None to read weight through t_perm) is used by the
+  // backward only.
   m.def(
       "spmm(Tensor rowptr, Tensor col, Tensor? weight, Tensor t_rowptr, Tensor t_col, "
-      "Tensor t_perm, Tensor h, str reduce=\"sum\") -> (Tensor, Tensor)");
+      "Tensor t_perm, Tensor? t_weight, Tensor h, str reduce=\"sum\") -> (Tensor, Tensor)");
   // Gradients of spmm: (grad_h [N, F] or empty, grad_weight [E] or empty). h is needed only
   // for grad_weight.
   m.def(
       "spmm_backward(Tensor grad, Tensor rowptr, Tensor col, Tensor? weight, Tensor t_rowptr, "
-      "Tensor t_col, Tensor t_perm, Tensor? h, Tensor arg, str reduce, bool need_h, "
-      "bool need_weight) -> (Tensor, Tensor)");
+      "Tensor t_col, Tensor t_perm, Tensor? t_weight, Tensor? h, Tensor arg, str reduce, "
+      "bool need_h, bool need_weight) -> (Tensor, Tensor)");
 }
 
 }  // namespace fastpicard

@@ -83,26 +83,27 @@ void check_spmm_update_args(const at::Tensor& h, const at::Tensor& x, double alp
 TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   // One smoothed Picard step of a GCN-style layer, fused per CSR row:
   //   z = dropout(act(A.h + bias)), x_new = alpha*x + (1-alpha)*z (x for frozen samples),
-  // with A given by (rowptr, col, weight) and its transpose (t_rowptr, t_col, t_perm) for the
-  // backward. Dropout keeps an element when a hash of (seed, offset, row, feature) passes the
+  // with A given by (rowptr, col, weight) and its transpose (t_rowptr, t_col, t_perm, t_weight)
+  // for the backward. Dropout keeps an element when a hash of (seed, offset, row, feature) passes the
   // threshold; the mask is regenerated in the backward, never stored.
   // Returns (x_new [N, F], res [S], norm [S] or [0], act_out): res/norm are ||x_new - x|| and
   // ||x_new|| per sample (float32, float64 for float64 data); act_out = act(A.h + bias) when
   // save_act, else empty (the autograd kernel keeps its own copy for the backward).
   m.def(
       "spmm_update(Tensor rowptr, Tensor col, Tensor? weight, Tensor t_rowptr, Tensor t_col, "
-      "Tensor t_perm, Tensor h, Tensor x, float alpha, Tensor? bias=None, str act=\"relu\", "
-      "float negative_slope=0.01, float dropout=0.0, Tensor? seed=None, Tensor? batch=None, "
-      "int num_samples=1, Tensor? frozen=None, bool return_norm=False, bool save_act=False) "
-      "-> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor t_perm, Tensor? t_weight, Tensor h, Tensor x, float alpha, Tensor? bias=None, "
+      "str act=\"relu\", float negative_slope=0.01, float dropout=0.0, Tensor? seed=None, "
+      "Tensor? batch=None, int num_samples=1, Tensor? frozen=None, bool return_norm=False, "
+      "bool save_act=False) -> (Tensor, Tensor, Tensor, Tensor)");
   // Gradients of spmm_update given d loss / d x_new and act_out:
   // (grad_h, grad_x, grad_weight, grad_bias), each empty when not asked for. h is needed
   // only for grad_weight, act_out only for act != identity.
   m.def(
       "spmm_update_backward(Tensor grad, Tensor? act_out, Tensor rowptr, Tensor col, "
-      "Tensor? weight, Tensor t_rowptr, Tensor t_col, Tensor t_perm, Tensor? h, float alpha, "
-      "str act, float negative_slope, float dropout, Tensor? seed, Tensor? batch, "
-      "Tensor? frozen, bool need_h, bool need_x, bool need_weight, bool need_bias) "
+      "Tensor? weight, Tensor t_rowptr, Tensor t_col, Tensor t_perm, Tensor? t_weight, "
+      "Tensor? h, float alpha, str act, float negative_slope, float dropout, Tensor? seed, "
+      "Tensor? batch, Tensor? frozen, bool need_h, bool need_x, bool need_weight, "
+      "bool need_bias) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 

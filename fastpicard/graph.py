@@ -35,20 +35,36 @@ class Graph:
         rowptr [N+1], col [E]: CSR rows (targets) and their source nodes; int32 or int64.
         weight [E] float32 (float64 if built from float64 weights), or None: all ones.
         t_rowptr [N+1], t_col [E], t_perm [E]: the transpose; its entry k is CSR entry t_perm[k].
+        t_weight [E]: weight[t_perm] (kept in step with weight, without autograd history), so
+            the backward reads the transposed weights directly.
         batch: optional int64 [N] graph id of each node (many graphs in one batch).
         num_graphs: number of graphs (1 without batch).
         norm: the normalisation used.
     """
 
-    __slots__ = ("num_nodes", "rowptr", "col", "weight", "t_rowptr", "t_col", "t_perm", "batch",
-                 "num_graphs", "norm")
+    __slots__ = ("num_nodes", "rowptr", "col", "_weight", "t_rowptr", "t_col", "t_perm",
+                 "_t_weight", "batch", "num_graphs", "norm")
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
                  num_graphs=1, norm="sum"):
         self.num_nodes = num_nodes
-        self.rowptr, self.col, self.weight = rowptr, col, weight
+        self.rowptr, self.col = rowptr, col
         self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
+        self.weight = weight
         self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, w):
+        self._weight = w
+        self._t_weight = None if w is None else w.detach()[self.t_perm.long()]
+
+    @property
+    def t_weight(self):
+        return self._t_weight
 
     # ------------------------------------------------------------------ constructors
     @classmethod

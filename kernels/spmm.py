@@ -170,7 +170,15 @@ def edge_dot(rowptr, col, g, h, gw, arg=None):
     return gw
 
 
-def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce="sum"):
+def transposed_weights(weight, t_perm, t_weight, masked):
+    """(weights, perm) for a gather over the transposed CSR: t_weight read directly when given,
+    else weight through t_perm; max (masked) always keeps t_perm for the edge ids."""
+    if masked or t_weight is None:
+        return weight, t_perm if (weight is not None or masked) else None
+    return t_weight, None
+
+
+def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
     h = h.contiguous()
     rows, width = h.shape
     out = torch.empty((rows, width), dtype=h.dtype, device=h.device)
@@ -187,8 +195,8 @@ def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce="sum"):
     return out, col.new_empty(0)
 
 
-def spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg, reduce, need_h,
-                  need_weight):
+def spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg, reduce,
+                  need_h, need_weight):
     rows, width = grad.shape
     acc = acc_dtype(grad.dtype)
     ga = grad.to(acc).contiguous()
@@ -199,7 +207,8 @@ def spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg, re
     gw = grad.new_empty(0, dtype=acc)
     if need_h:
         gh = torch.empty((rows, width), dtype=grad.dtype, device=grad.device)
-        gather(t_rowptr, t_col, weight, t_perm, ga, gh, arg=masked)
+        tw, perm = transposed_weights(weight, t_perm, t_weight, masked is not None)
+        gather(t_rowptr, t_col, tw, perm, ga, gh, arg=masked)
     if need_weight:
         gw = torch.empty(col.numel(), dtype=acc, device=grad.device)
         edge_dot(rowptr, col, ga, h.contiguous(), gw, arg=masked)

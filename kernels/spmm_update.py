@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .picard_update import _segment_sqrt_sum_kernel, segments
-from .spmm import _tl_acc, acc_dtype, block_f, edge_dot, gather, row_blocks
+from .spmm import _tl_acc, acc_dtype, block_f, edge_dot, gather, row_blocks, transposed_weights
 
 ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 _SEG_BLOCK = 256
@@ -173,7 +173,7 @@ def _threshold(dropout):
     return int(math.floor(dropout * 16777216.0 + 0.5))
 
 
-def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=None,
+def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias=None,
                 act="relu", negative_slope=0.01, dropout=0.0, seed=None, batch=None,
                 num_samples=1, frozen=None, return_norm=False, save_act=False):
     h = h.contiguous()
@@ -211,9 +211,9 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=
     return out, res, norm, y
 
 
-def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm, h, alpha,
-                         act, negative_slope, dropout, seed, batch, frozen, need_h, need_x,
-                         need_weight, need_bias):
+def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
+                         h, alpha, act, negative_slope, dropout, seed, batch, frozen, need_h,
+                         need_x, need_weight, need_bias):
     g = grad.contiguous()
     n, width = g.shape
     acc = acc_dtype(g.dtype)
@@ -237,7 +237,8 @@ def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_
     gb = g.new_empty(0)
     if need_h:
         gh = torch.empty((n, width), dtype=g.dtype, device=g.device)
-        gather(t_rowptr, t_col, weight, t_perm, gp, gh)
+        tw, perm = transposed_weights(weight, t_perm, t_weight, False)
+        gather(t_rowptr, t_col, tw, perm, gp, gh)
     if need_weight:
         gw = torch.empty(col.numel(), dtype=acc, device=g.device)
         edge_dot(rowptr, col, gp, h.contiguous(), gw)

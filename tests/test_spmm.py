@@ -107,14 +107,31 @@ def test_opcheck():
     g = make_graph("loops_dups", weighted=True)
     w = g.weight.double().requires_grad_()
     h = torch.randn(g.num_nodes, 4, dtype=torch.float64, requires_grad=True)
+    tw = w.detach()[g.t_perm.long()]
     for reduce in REDUCES:
-        args = (g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm, h, reduce)
+        args = (g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm, tw, h, reduce)
         torch.library.opcheck(torch.ops.fastpicard.spmm.default, args)
         grad = torch.randn(g.num_nodes, 4, dtype=torch.float64)
         arg = torch.ops.fastpicard.spmm(*args)[1].detach()
         torch.library.opcheck(torch.ops.fastpicard.spmm_backward.default,
                               (grad, g.rowptr, g.col, w.detach(), g.t_rowptr, g.t_col, g.t_perm,
-                               h.detach(), arg, reduce, True, True))
+                               tw, h.detach(), arg, reduce, True, True))
+
+
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_backward_without_transposed_weights(reduce):
+    # t_weight=None: the backward reads weight through t_perm; same gradients
+    g = make_graph("hub", weighted=True)
+    w = g.weight.double().requires_grad_()
+    h = torch.randn(g.num_nodes, 20, dtype=torch.float64, requires_grad=True)
+    tw = w.detach()[g.t_perm.long()]
+    outs = []
+    for t_weight in (tw, None):
+        out, _ = torch.ops.fastpicard.spmm(g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm,
+                                           t_weight, h, reduce)
+        outs.append(torch.autograd.grad(out, (h, w), torch.ones_like(out)))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
 
 
 def test_compile_fullgraph():
@@ -183,32 +200,35 @@ def test_raw_op_checks_indices_before_writing():
     h = torch.randn(g.num_nodes, 4)
     bad = g.col.clone()
     bad[5] = g.num_nodes
-    args = [g.rowptr, bad, None, g.t_rowptr, g.t_col, g.t_perm, h, "sum"]
+    args = [g.rowptr, bad, None, g.t_rowptr, g.t_col, g.t_perm, None, h, "sum"]
     with pytest.raises(IndexError, match="col contains"):
         torch.ops.fastpicard.spmm(*args)
     with pytest.raises(IndexError, match="rowptr must start at 0"):
         torch.ops.fastpicard.spmm(g.rowptr.flip(0), g.col, None, g.t_rowptr, g.t_col, g.t_perm,
-                                  h, "sum")
+                                  None, h, "sum")
     rp = g.rowptr.clone()
     rp[2] = rp[3] + 1
     with pytest.raises(IndexError, match="rowptr decreases at row 2"):
-        torch.ops.fastpicard.spmm(rp, g.col, None, g.t_rowptr, g.t_col, g.t_perm, h, "sum")
+        torch.ops.fastpicard.spmm(rp, g.col, None, g.t_rowptr, g.t_col, g.t_perm, None, h, "sum")
     with pytest.raises(ValueError, match="rowptr must have"):
-        torch.ops.fastpicard.spmm(g.rowptr[:-1], g.col, None, g.t_rowptr, g.t_col, g.t_perm, h,
-                                  "sum")
+        torch.ops.fastpicard.spmm(g.rowptr[:-1], g.col, None, g.t_rowptr, g.t_col, g.t_perm,
+                                  None, h, "sum")
     with pytest.raises(TypeError, match="weight must be"):
         torch.ops.fastpicard.spmm(g.rowptr, g.col, g.weight.half(), g.t_rowptr, g.t_col,
-                                  g.t_perm, h, "sum")
+                                  g.t_perm, None, h, "sum")
     with pytest.raises(TypeError, match="share one dtype"):
         torch.ops.fastpicard.spmm(g.rowptr.long(), g.col, None, g.t_rowptr, g.t_col, g.t_perm,
-                                  h, "sum")
+                                  None, h, "sum")
     hp = h.detach().requires_grad_()
     out, _ = torch.ops.fastpicard.spmm(g.rowptr, g.col, None, g.t_rowptr, g.t_col,
-                                       g.t_perm, hp, "sum")
+                                       g.t_perm, None, hp, "sum")
     bad_t = g.t_col.clone()
     bad_t[0] = -1
-    out2, _ = torch.ops.fastpicard.spmm(g.rowptr, g.col, None, g.t_rowptr, bad_t, g.t_perm, hp,
-                                        "sum")
+    out2, _ = torch.ops.fastpicard.spmm(g.rowptr, g.col, None, g.t_rowptr, bad_t, g.t_perm,
+                                        None, hp, "sum")
+    with pytest.raises(ValueError, match="t_weight is given without weight"):
+        torch.ops.fastpicard.spmm(g.rowptr, g.col, None, g.t_rowptr, g.t_col, g.t_perm,
+                                  torch.ones(g.num_edges), h, "sum")
     with pytest.raises(IndexError, match="transposed"):
         out2.sum().backward()
 

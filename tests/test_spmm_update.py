@@ -238,14 +238,29 @@ def test_opcheck():
     w = g.weight.double().requires_grad_()
     seed = torch.tensor([3, 4], dtype=torch.int64)
     frozen = torch.tensor([False, True, False, False])
-    args = (g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm, h, x, 0.3, b, "leaky_relu", 0.1,
+    tw = w.detach()[g.t_perm.long()]
+    args = (g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm, tw, h, x, 0.3, b, "leaky_relu", 0.1,
             0.25, seed, g.batch, 4, frozen, True, False)
     torch.library.opcheck(torch.ops.fastpicard.spmm_update.default, args)
     act_out = torch.ops.fastpicard.spmm_update(*args[:-1], True)[3].detach()
     bwd = (torch.randn(g.num_nodes, 5, dtype=torch.float64), act_out, g.rowptr, g.col,
-           w.detach(), g.t_rowptr, g.t_col, g.t_perm, h.detach(), 0.3, "leaky_relu", 0.1, 0.25,
+           w.detach(), g.t_rowptr, g.t_col, g.t_perm, tw, h.detach(), 0.3, "leaky_relu", 0.1, 0.25,
            seed, g.batch, frozen, True, True, True, True)
     torch.library.opcheck(torch.ops.fastpicard.spmm_update_backward.default, bwd)
+
+
+def test_backward_without_transposed_weights():
+    # t_weight=None: the backward reads weight through t_perm; same gradients
+    g = make_graph("hub", weighted=True)
+    h, x, b = (t.double().requires_grad_() for t in inputs(g, 20))
+    w = g.weight.double().requires_grad_()
+    grads = []
+    for tw in (w.detach()[g.t_perm.long()], None):
+        out = torch.ops.fastpicard.spmm_update(g.rowptr, g.col, w, g.t_rowptr, g.t_col, g.t_perm,
+                                               tw, h, x, 0.3, b, "tanh")[0]
+        grads.append(torch.autograd.grad(out, (h, x, b, w), torch.ones_like(out)))
+    for a, e in zip(*grads):
+        torch.testing.assert_close(a, e)
 
 
 def test_compile_fullgraph_pign_step():

@@ -17,13 +17,13 @@ using OptTensor = c10::optional<at::Tensor>;
 using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // argument positions of the forward (for the gradient list)
-constexpr size_t kNumArgs = 19, kWeight = 2, kH = 6, kX = 7, kBias = 9;
+constexpr size_t kNumArgs = 20, kWeight = 2, kH = 7, kX = 8, kBias = 10;
 
 bool requires_grad(const OptTensor& t) { return t.has_value() && t->requires_grad(); }
 
 Out4 call_forward(const at::Tensor& rowptr, const at::Tensor& col, const OptTensor& weight,
                   const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
-                  const at::Tensor& h, const at::Tensor& x, double alpha, const OptTensor& bias,
+                  const OptTensor& t_weight, const at::Tensor& h, const at::Tensor& x, double alpha, const OptTensor& bias,
                   c10::string_view act, double slope, double dropout, const OptTensor& seed,
                   const OptTensor& batch, int64_t num_samples, const OptTensor& frozen,
                   bool return_norm, bool save_act) {
@@ -31,10 +31,12 @@ Out4 call_forward(const at::Tensor& rowptr, const at::Tensor& col, const OptTens
                        .findSchemaOrThrow("fastpicard::spmm_update", "")
                        .typed<Out4(const at::Tensor&, const at::Tensor&, const OptTensor&,
                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                   const at::Tensor&, const at::Tensor&, double, const OptTensor&,
+                                   const OptTensor&, const at::Tensor&, const at::Tensor&,
+                                   double, const OptTensor&,
                                    c10::string_view, double, double, const OptTensor&,
                                    const OptTensor&, int64_t, const OptTensor&, bool, bool)>();
-  return op.call(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias, act, slope,
+  return op.call(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias, act,
+                 slope,
                  dropout, seed, batch, num_samples, frozen, return_norm, save_act);
 }
 
@@ -43,8 +45,9 @@ class SpmmUpdate : public torch::autograd::Function<SpmmUpdate> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& rowptr,
                                const at::Tensor& col, const OptTensor& weight,
                                const at::Tensor& t_rowptr, const at::Tensor& t_col,
-                               const at::Tensor& t_perm, const at::Tensor& h,
-                               const at::Tensor& x, double alpha, const OptTensor& bias,
+                               const at::Tensor& t_perm, const OptTensor& t_weight,
+                               const at::Tensor& h, const at::Tensor& x, double alpha,
+                               const OptTensor& bias,
                                std::string act, double slope, double dropout,
                                const OptTensor& seed, const OptTensor& batch,
                                int64_t num_samples, const OptTensor& frozen, bool return_norm,
@@ -52,8 +55,8 @@ class SpmmUpdate : public torch::autograd::Function<SpmmUpdate> {
     at::AutoDispatchBelowADInplaceOrView guard;
     const bool keep_act = act != "identity";
     auto [out, res, norm, y] =
-        call_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias, act,
-                     slope, dropout, seed, batch, num_samples, frozen, return_norm,
+        call_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias,
+                     act, slope, dropout, seed, batch, num_samples, frozen, return_norm,
                      save_act || keep_act);
     const bool need_w = requires_grad(weight);
     ctx->saved_data["alpha"] = alpha;
@@ -67,7 +70,7 @@ class SpmmUpdate : public torch::autograd::Function<SpmmUpdate> {
     ctx->save_for_backward({rowptr, col, weight.value_or(at::Tensor()), t_rowptr, t_col, t_perm,
                             need_w ? h : at::Tensor(), keep_act ? y : at::Tensor(),
                             seed.value_or(at::Tensor()), batch.value_or(at::Tensor()),
-                            frozen.value_or(at::Tensor())});
+                            frozen.value_or(at::Tensor()), t_weight.value_or(at::Tensor())});
     at::Tensor act_out = save_act ? y : at::empty({0}, h.options());
     ctx->mark_non_differentiable({res, norm, act_out});
     return {out, res, norm, act_out};
@@ -90,12 +93,12 @@ class SpmmUpdate : public torch::autograd::Function<SpmmUpdate> {
                          .typed<Out4(const at::Tensor&, const OptTensor&, const at::Tensor&,
                                      const at::Tensor&, const OptTensor&, const at::Tensor&,
                                      const at::Tensor&, const at::Tensor&, const OptTensor&,
-                                     double, c10::string_view, double, double, const OptTensor&,
+                                     const OptTensor&, double, c10::string_view, double, double, const OptTensor&,
                                      const OptTensor&, const OptTensor&, bool, bool, bool,
                                      bool)>();
     const std::string act = ctx->saved_data["act"].toStringRef();
     auto [gh, gx, gw, gb] =
-        op.call(g, opt(s[7]), s[0], s[1], opt(s[2]), s[3], s[4], s[5], opt(s[6]),
+        op.call(g, opt(s[7]), s[0], s[1], opt(s[2]), s[3], s[4], s[5], opt(s[11]), opt(s[6]),
                 ctx->saved_data["alpha"].toDouble(), act, ctx->saved_data["slope"].toDouble(),
                 ctx->saved_data["dropout"].toDouble(), opt(s[8]), opt(s[9]), opt(s[10]),
                 need_h, need_x, need_w, need_b);
@@ -109,8 +112,9 @@ class SpmmUpdate : public torch::autograd::Function<SpmmUpdate> {
 
 Out4 spmm_update_autograd(const at::Tensor& rowptr, const at::Tensor& col,
                           const OptTensor& weight, const at::Tensor& t_rowptr,
-                          const at::Tensor& t_col, const at::Tensor& t_perm, const at::Tensor& h,
-                          const at::Tensor& x, double alpha, const OptTensor& bias,
+                          const at::Tensor& t_col, const at::Tensor& t_perm,
+                          const OptTensor& t_weight, const at::Tensor& h, const at::Tensor& x,
+                          double alpha, const OptTensor& bias,
                           c10::string_view act, double slope, double dropout,
                           const OptTensor& seed, const OptTensor& batch, int64_t num_samples,
                           const OptTensor& frozen, bool return_norm, bool save_act) {
@@ -119,11 +123,12 @@ Out4 spmm_update_autograd(const at::Tensor& rowptr, const at::Tensor& col,
                          requires_grad(bias));
   if (!any_grad) {  // inference: no act_out kept, no graph recorded
     at::AutoDispatchBelowADInplaceOrView guard;
-    return call_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias, act,
-                        slope, dropout, seed, batch, num_samples, frozen, return_norm, save_act);
+    return call_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha,
+                        bias, act, slope, dropout, seed, batch, num_samples, frozen, return_norm,
+                        save_act);
   }
-  auto r = SpmmUpdate::apply(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias,
-                             std::string(act), slope, dropout, seed, batch, num_samples, frozen,
+  auto r = SpmmUpdate::apply(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x,
+                             alpha, bias, std::string(act), slope, dropout, seed, batch, num_samples, frozen,
                              return_norm, save_act);
   return {r[0], r[1], r[2], r[3]};
 }

@@ -53,6 +53,17 @@ Csr make_csr(const at::Tensor& rowptr, const at::Tensor& col,
   return a;
 }
 
+Csr transposed_csr(const at::Tensor& t_rowptr, const at::Tensor& t_col,
+                   const c10::optional<at::Tensor>& weight, const at::Tensor& t_perm,
+                   const c10::optional<at::Tensor>& t_weight, int64_t rows, bool keep_perm) {
+  if (keep_perm || !t_weight.has_value()) {
+    return make_csr(t_rowptr, t_col, weight, weight.has_value() || keep_perm ? t_perm
+                                                                             : at::Tensor(),
+                    rows);
+  }
+  return make_csr(t_rowptr, t_col, t_weight, at::Tensor(), rows);
+}
+
 namespace {
 
 template <typename I>

@@ -124,6 +124,12 @@ Dropout dropout_params(double p, const c10::optional<at::Tensor>& seed);
 Csr make_csr(const at::Tensor& rowptr, const at::Tensor& col,
              const c10::optional<at::Tensor>& weight, const at::Tensor& perm, int64_t rows);
 
+// The transposed CSR for a backward gather: weights from t_weight when given (direct loads),
+// else weight read through t_perm. keep_perm: also keep t_perm (max needs the edge ids).
+Csr transposed_csr(const at::Tensor& t_rowptr, const at::Tensor& t_col,
+                   const c10::optional<at::Tensor>& weight, const at::Tensor& t_perm,
+                   const c10::optional<at::Tensor>& t_weight, int64_t rows, bool keep_perm);
+
 // Index checks of a CSR against its source rows (rowptr starts at 0, never decreases, ends at
 // nnz; col in [0, src_rows); perm in [0, nnz)). IndexError naming `what` otherwise.
 void check_csr_values(const Csr& a, int64_t src_rows, const char* what);

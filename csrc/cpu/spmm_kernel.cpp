@@ -14,9 +14,11 @@ using graph_cpu::make_csr;
 std::tuple<at::Tensor, at::Tensor> spmm_cpu(const at::Tensor& rowptr, const at::Tensor& col,
                                             const c10::optional<at::Tensor>& weight,
                                             const at::Tensor& t_rowptr, const at::Tensor& t_col,
-                                            const at::Tensor& t_perm, const at::Tensor& h_in,
+                                            const at::Tensor& t_perm,
+                                            const c10::optional<at::Tensor>& t_weight,
+                                            const at::Tensor& h_in,
                                             c10::string_view reduce) {
-  check_graph_args("spmm", rowptr, col, weight, t_rowptr, t_col, t_perm, h_in);
+  check_graph_args("spmm", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h_in);
   const Reduce r = parse_reduce(reduce);
   const int64_t n = h_in.size(0), f = h_in.size(1);
   const Csr a = make_csr(rowptr, col, weight, at::Tensor(), n);
@@ -37,9 +39,11 @@ std::tuple<at::Tensor, at::Tensor> spmm_cpu(const at::Tensor& rowptr, const at::
 std::tuple<at::Tensor, at::Tensor> spmm_backward_cpu(
     const at::Tensor& grad, const at::Tensor& rowptr, const at::Tensor& col,
     const c10::optional<at::Tensor>& weight, const at::Tensor& t_rowptr, const at::Tensor& t_col,
-    const at::Tensor& t_perm, const c10::optional<at::Tensor>& h, const at::Tensor& arg_in,
+    const at::Tensor& t_perm, const c10::optional<at::Tensor>& t_weight,
+    const c10::optional<at::Tensor>& h, const at::Tensor& arg_in,
     c10::string_view reduce, bool need_h, bool need_weight) {
-  check_graph_args("spmm_backward", rowptr, col, weight, t_rowptr, t_col, t_perm, grad);
+  check_graph_args("spmm_backward", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
+                   grad);
   const Reduce r = parse_reduce(reduce);
   const int64_t n = grad.size(0), f = grad.size(1), e = col.size(0);
   const auto acc = stat_dtype(grad.scalar_type());
@@ -59,7 +63,8 @@ std::tuple<at::Tensor, at::Tensor> spmm_backward_cpu(
   }
   at::Tensor gh = at::empty({0}, grad.options()), gw = at::empty({0}, grad.options().dtype(acc));
   if (need_h) {
-    const Csr t = make_csr(t_rowptr, t_col, weight, t_perm, n);
+    const Csr t = graph_cpu::transposed_csr(t_rowptr, t_col, weight, t_perm, t_weight, n,
+                                            r == Reduce::kMax);
     graph_cpu::check_csr_values(t, n, "spmm_backward (transposed graph)");
     gh = empty_output({n, f}, grad.options());
     graph_cpu::kernels().gather({t, ga, gh, arg, false});

@@ -30,12 +30,13 @@ c10::optional<at::Tensor> contiguous_opt(const c10::optional<at::Tensor>& t) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_cpu(
     const at::Tensor& rowptr, const at::Tensor& col, const c10::optional<at::Tensor>& weight,
     const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
-    const at::Tensor& h_in, const at::Tensor& x_in, double alpha,
+    const c10::optional<at::Tensor>& t_weight, const at::Tensor& h_in, const at::Tensor& x_in,
+    double alpha,
     const c10::optional<at::Tensor>& bias, c10::string_view act, double negative_slope,
     double dropout, const c10::optional<at::Tensor>& seed,
     const c10::optional<at::Tensor>& batch_in, int64_t num_samples,
     const c10::optional<at::Tensor>& frozen_in, bool return_norm, bool save_act) {
-  check_graph_args("spmm_update", rowptr, col, weight, t_rowptr, t_col, t_perm, h_in);
+  check_graph_args("spmm_update", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h_in);
   check_spmm_update_args(h_in, x_in, alpha, bias, act, negative_slope, dropout, seed, batch_in,
                          num_samples, frozen_in);
   const int64_t n = h_in.size(0), f = h_in.size(1);
@@ -92,12 +93,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
     const at::Tensor& grad_in, const c10::optional<at::Tensor>& act_out,
     const at::Tensor& rowptr, const at::Tensor& col, const c10::optional<at::Tensor>& weight,
     const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
-    const c10::optional<at::Tensor>& h, double alpha, c10::string_view act,
+    const c10::optional<at::Tensor>& t_weight, const c10::optional<at::Tensor>& h, double alpha,
+    c10::string_view act,
     double negative_slope, double dropout, const c10::optional<at::Tensor>& seed,
     const c10::optional<at::Tensor>& batch_in, const c10::optional<at::Tensor>& frozen_in,
     bool need_h, bool need_x, bool need_weight, bool need_bias) {
   const char* op = "spmm_update_backward";
-  check_graph_args(op, rowptr, col, weight, t_rowptr, t_col, t_perm, grad_in);
+  check_graph_args(op, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, grad_in);
   const int64_t num_samples = frozen_in.has_value() ? frozen_in->size(0) : 1;
   check_spmm_update_args(grad_in, grad_in, alpha, c10::nullopt, act, negative_slope, dropout,
                          seed, batch_in, batch_in.has_value() ? num_samples : 1, frozen_in);
@@ -130,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
   at::Tensor gh = at::empty({0}, opts), gx = need_x ? p.gx : at::empty({0}, opts);
   at::Tensor gw = at::empty({0}, opts.dtype(acc)), gb = at::empty({0}, opts);
   if (need_h) {
-    const Csr t = make_csr(t_rowptr, t_col, weight, t_perm, n);
+    const Csr t = graph_cpu::transposed_csr(t_rowptr, t_col, weight, t_perm, t_weight, n, false);
     graph_cpu::check_csr_values(t, n, "spmm_update_backward (transposed graph)");
     gh = empty_output({n, f}, opts);
     graph_cpu::kernels().gather({t, p.gp, gh, at::Tensor(), false});

@@ -38,6 +38,7 @@ def add_arguments(p):
     p.add_argument("--peers", default="pyg,pyg_cached,torch_csr,scatter")
     p.add_argument("--reps", type=int, default=15, help="repetitions (large graph: a third)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def find_data(path):
@@ -70,12 +71,14 @@ def random_edges(n: int, e: int, seed: int = 0):
 
 
 def _peers(name, edge_index, n, graph, x, W, b, wanted):
-    """Callables computing (x_new, res) for each peer, sharing x, W, b."""
+    """Callables computing (x_new, res) for each peer, sharing x, W, b (on x's device)."""
     cases = {}
+    device = x.device
+    edge_index = edge_index.to(device)
     if "pyg" in wanted or "pyg_cached" in wanted:
         from torch_geometric.nn import GCNConv
     if "pyg" in wanted:
-        conv = GCNConv(HIDDEN, HIDDEN)
+        conv = GCNConv(HIDDEN, HIDDEN).to(device)
         conv.lin.weight = torch.nn.Parameter(W.t().detach().clone())
         conv.bias = b
 
@@ -85,11 +88,12 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
             return x_new, torch.linalg.vector_norm(x_new - x)
         cases["pyg"] = pyg
     if "pyg_cached" in wanted:
-        conv_c = GCNConv(HIDDEN, HIDDEN, cached=True)
+        conv_c = GCNConv(HIDDEN, HIDDEN, cached=True).to(device)
         conv_c.lin.weight = torch.nn.Parameter(W.t().detach().clone())
         conv_c.bias = b
-        adj_t = torch.sparse_coo_tensor(edge_index.flip(0), torch.ones(edge_index.shape[1]),
-                                        (n, n)).coalesce().to_sparse_csr()
+        adj_t = torch.sparse_coo_tensor(edge_index.flip(0),
+                                        torch.ones(edge_index.shape[1], device=device), (n, n),
+                                        check_invariants=False).coalesce().to_sparse_csr()
 
         def pyg_cached():
             z = torch.relu(conv_c(x, adj_t))
@@ -110,7 +114,8 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
         except ImportError:
             torch_scatter = None
         if torch_scatter is not None:
-            rows = torch.repeat_interleave(torch.arange(n), graph.rowptr.long().diff())
+            rows = torch.repeat_interleave(torch.arange(n, device=device),
+                                           graph.rowptr.long().diff())
             col, w = graph.col.long(), graph.weight
 
             def scatter():
@@ -129,6 +134,7 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     wanted = set(args.peers.split(","))
+    device = torch.device(args.device)
     modes = args.modes.split(",")
     rows = []
     data = None
@@ -143,12 +149,12 @@ def run(args):
             edge_index, n = planetoid_edges(data, name)
             label = name
             reps = args.reps
-        graph = Graph.from_edge_index(edge_index, n, norm="gcn")
+        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(device)
         gen = torch.Generator().manual_seed(0)
-        x = torch.randn(n, HIDDEN, generator=gen)
-        W = torch.randn(HIDDEN, HIDDEN, generator=gen) / HIDDEN ** 0.5
-        b = torch.nn.Parameter(torch.randn(HIDDEN, generator=gen) * 0.1)
-        gy = torch.randn(n, HIDDEN, generator=gen)
+        x = torch.randn(n, HIDDEN, generator=gen).to(device)
+        W = (torch.randn(HIDDEN, HIDDEN, generator=gen) / HIDDEN ** 0.5).to(device)
+        b = torch.nn.Parameter((torch.randn(HIDDEN, generator=gen) * 0.1).to(device))
+        gy = torch.randn(n, HIDDEN, generator=gen).to(device)
 
         def fused():
             return spmm_update(graph, x @ W, x, ALPHA, bias=b)
@@ -161,7 +167,7 @@ def run(args):
             if mode == "fwd":
                 cases = dict(steps, gemm=gemm)
                 with torch.no_grad():
-                    t = interleaved_medians(cases, "cpu", reps=reps, warmup=2, min_time=2e-2)
+                    t = interleaved_medians(cases, device, reps=reps, warmup=2, min_time=2e-2)
             else:
                 x.requires_grad_(True)
                 W.requires_grad_(True)
@@ -173,15 +179,15 @@ def run(args):
                         x.grad = W.grad = b.grad = None
                     return f
                 cases = {k: with_backward(v) for k, v in steps.items()}
-                t = interleaved_medians(cases, "cpu", reps=reps, warmup=2, min_time=2e-2)
+                t = interleaved_medians(cases, device, reps=reps, warmup=2, min_time=2e-2)
                 x.requires_grad_(False)
                 W.requires_grad_(False)
             for case, sec in t.items():
-                rows.append({"bench": "graph", "graph": label, "nodes": n,
+                rows.append({"bench": "graph", "device": str(device), "graph": label, "nodes": n,
                              "edges": graph.num_edges, "mode": mode, "case": case,
                              "ms": sec * 1e3, "fused_speedup": sec / t["fused"]})
         print(f"{label}: {n} nodes, {graph.num_edges} entries (with self loops)", flush=True)
-    print(f"threads={torch.get_num_threads()} OMP_WAIT_POLICY="
+    print(f"device={device} threads={torch.get_num_threads()} OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '')!r}")
     print_table(rows, ["graph", "mode", "case", "ms", "fused_speedup"])
     append_csv(args.csv, rows)

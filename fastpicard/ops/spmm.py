@@ -25,27 +25,27 @@ def _triton():
 
 
 # ---------------------------------------------------------------- dispatcher registrations
-def _fake(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce="sum"):
+def _fake(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
     arg_shape = tuple(h.shape) if reduce == "max" else (0,)
     return torch.empty_like(h, memory_format=torch.contiguous_format), \
         h.new_empty(arg_shape, dtype=col.dtype)
 
 
-def _fake_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg, reduce, need_h,
-                   need_weight):
+def _fake_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg, reduce,
+                   need_h, need_weight):
     gh = grad.new_empty(tuple(grad.shape) if need_h else (0,))
     gw = grad.new_empty((col.shape[0],) if need_weight else (0,), dtype=stat_dtype(grad.dtype))
     return gh, gw
 
 
-def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce="sum"):
-    return _triton().spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce)
+def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
+    return _triton().spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce)
 
 
-def _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg, reduce, need_h,
-                     need_weight):
-    return _triton().spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg,
-                                   reduce, need_h, need_weight)
+def _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg, reduce,
+                     need_h, need_weight):
+    return _triton().spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
+                                   h, arg, reduce, need_h, need_weight)
 
 
 if _ext.available:
@@ -60,23 +60,24 @@ class _TritonDirect(torch.autograd.Function):
     """The Triton kernels on CPU tensors (interpreter), outside the dispatcher."""
 
     @staticmethod
-    def forward(ctx, rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce):
-        out, arg = _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce)
+    def forward(ctx, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce):
+        out, arg = _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h,
+                                   reduce)
         need_w = weight is not None and weight.requires_grad
         ctx.reduce = reduce
-        ctx.save_for_backward(rowptr, col, weight, t_rowptr, t_col, t_perm,
+        ctx.save_for_backward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
                               h if need_w else None, arg)
         ctx.mark_non_differentiable(arg)
         return out, arg
 
     @staticmethod
     def backward(ctx, grad, _grad_arg):
-        rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg = ctx.saved_tensors
-        need_h, need_w = ctx.needs_input_grad[6], ctx.needs_input_grad[2]
-        gh, gw = _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, h, arg,
-                                  ctx.reduce, need_h, need_w)
-        return (None, None, gw if need_w else None, None, None, None, gh if need_h else None,
-                None)
+        rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[7], ctx.needs_input_grad[2]
+        gh, gw = _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h,
+                                  arg, ctx.reduce, need_h, need_w)
+        return (None, None, gw if need_w else None, None, None, None, None,
+                gh if need_h else None, None)
 
 
 # ---------------------------------------------------------------- argument checks
@@ -99,16 +100,14 @@ def check_features(graph: Graph, t, name: str, op: str) -> None:
                          "(use graph.to(device))")
 
 
-def graph_weight(graph: Graph, dtype: torch.dtype):
-    """The graph's weights in the accumulation dtype of `dtype` features (differentiable)."""
-    w = graph.weight
-    acc = stat_dtype(dtype)
-    return w if w is None or w.dtype == acc else w.to(acc)
-
-
 def graph_tensors(graph: Graph, dtype: torch.dtype):
-    return (graph.rowptr, graph.col, graph_weight(graph, dtype), graph.t_rowptr, graph.t_col,
-            graph.t_perm)
+    """The op arguments of a graph for `dtype` features: (rowptr, col, weight, t_rowptr, t_col,
+    t_perm, t_weight), weights in the accumulation dtype (weight differentiably)."""
+    w, tw = graph.weight, graph.t_weight
+    acc = stat_dtype(dtype)
+    if w is not None and w.dtype != acc:
+        w, tw = w.to(acc), tw.to(acc)
+    return graph.rowptr, graph.col, w, graph.t_rowptr, graph.t_col, graph.t_perm, tw
 
 
 # ---------------------------------------------------------------- public API

@@ -29,7 +29,8 @@ def _triton():
 
 
 # ---------------------------------------------------------------- dispatcher registrations
-def _fake(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=None, act="relu",
+def _fake(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias=None,
+          act="relu",
           negative_slope=0.01, dropout=0.0, seed=None, batch=None, num_samples=1, frozen=None,
           return_norm=False, save_act=False):
     sd = stat_dtype(h.dtype)
@@ -39,9 +40,9 @@ def _fake(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=None, 
             h.new_empty(tuple(h.shape) if save_act else (0,)))
 
 
-def _fake_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm, h, alpha, act,
-                   negative_slope, dropout, seed, batch, frozen, need_h, need_x, need_weight,
-                   need_bias):
+def _fake_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h,
+                   alpha, act, negative_slope, dropout, seed, batch, frozen, need_h, need_x,
+                   need_weight, need_bias):
     shape = tuple(grad.shape)
     return (grad.new_empty(shape if need_h else (0,)), grad.new_empty(shape if need_x else (0,)),
             grad.new_empty((col.shape[0],) if need_weight else (0,), dtype=stat_dtype(grad.dtype)),
@@ -55,13 +56,13 @@ def _bounds_assert(batch, num_samples):
         torch._assert_async(ok, "spmm_update: batch contains ids outside [0, num_samples)")
 
 
-def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=None,
-                    act="relu", negative_slope=0.01, dropout=0.0, seed=None, batch=None,
-                    num_samples=1, frozen=None, return_norm=False, save_act=False):
+def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha,
+                    bias=None, act="relu", negative_slope=0.01, dropout=0.0, seed=None,
+                    batch=None, num_samples=1, frozen=None, return_norm=False, save_act=False):
     _bounds_assert(batch, num_samples)
-    return _triton().spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias,
-                                 act, negative_slope, dropout, seed, batch, num_samples, frozen,
-                                 return_norm, save_act)
+    return _triton().spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x,
+                                 alpha, bias, act, negative_slope, dropout, seed, batch,
+                                 num_samples, frozen, return_norm, save_act)
 
 
 def _triton_backward(*args):
@@ -81,30 +82,34 @@ class _TritonDirect(torch.autograd.Function):
     runs the Triton backward kernels."""
 
     @staticmethod
-    def forward(ctx, rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias, act,
-                negative_slope, dropout, seed, batch, num_samples, frozen, return_norm):
+    def forward(ctx, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias,
+                act, negative_slope, dropout, seed, batch, num_samples, frozen, return_norm):
         keep_act = act != "identity"
-        out, res, norm, y = _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x,
-                                            alpha, bias, act, negative_slope, dropout, seed,
-                                            batch, num_samples, frozen, return_norm, keep_act)
+        out, res, norm, y = _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm,
+                                            t_weight, h, x, alpha, bias, act, negative_slope,
+                                            dropout, seed, batch, num_samples, frozen,
+                                            return_norm, keep_act)
         need_w = weight is not None and weight.requires_grad
         ctx.params = (alpha, act, negative_slope, dropout)
-        ctx.save_for_backward(rowptr, col, weight, t_rowptr, t_col, t_perm,
+        ctx.save_for_backward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
                               h if need_w else None, y if keep_act else None, seed, batch, frozen)
         ctx.mark_non_differentiable(res, norm)
         return out, res, norm
 
     @staticmethod
     def backward(ctx, grad, _grad_res, _grad_norm):
-        rowptr, col, weight, t_rowptr, t_col, t_perm, h, y, seed, batch, frozen = ctx.saved_tensors
+        (rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, y, seed, batch,
+         frozen) = ctx.saved_tensors
         alpha, act, slope, dropout = ctx.params
         need = ctx.needs_input_grad
         gh, gx, gw, gb = _triton_backward(grad, y, rowptr, col, weight, t_rowptr, t_col, t_perm,
-                                          h, alpha, act, slope, dropout, seed, batch, frozen,
-                                          need[6], need[7], need[2], need[9])
-        grads = [None] * 18
-        grads[2], grads[6], grads[7], grads[9] = (gw if need[2] else None, gh if need[6] else None,
-                                                  gx if need[7] else None, gb if need[9] else None)
+                                          t_weight, h, alpha, act, slope, dropout, seed, batch,
+                                          frozen, need[7], need[8], need[2], need[10])
+        grads = [None] * 19
+        grads[2], grads[7], grads[8], grads[10] = (gw if need[2] else None,
+                                                   gh if need[7] else None,
+                                                   gx if need[8] else None,
+                                                   gb if need[10] else None)
         return tuple(grads)
 
 

@@ -46,7 +46,7 @@ def segment_max(msg, rows, n):
     return out.masked_fill(empty, 0.0), arg
 
 
-def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, h, reduce="sum"):
+def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
     n, f = h.shape
     msg, rows = messages(rowptr, col, weight, h)
     if reduce == "max":

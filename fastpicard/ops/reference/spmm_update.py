@@ -52,7 +52,7 @@ def activation(p, act, negative_slope):
                      f"got {act!r}")
 
 
-def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias=None,
+def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha, bias=None,
                 act="relu", negative_slope=0.01, dropout=0.0, seed=None, batch=None,
                 num_samples=1, frozen=None, return_norm=False, save_act=False):
     n, f = h.shape
