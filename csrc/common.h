@@ -40,11 +40,11 @@ void parallel_chunks(int64_t n, bool serial, const F& f) {
   });
 }
 
-// Hot CPU loops are compiled twice, for baseline x86-64 and for Haswell (AVX2, FMA, F16C), and
+// Hot CPU loops are compiled twice, for baseline x86-64 and x86-64-v3 (AVX2, FMA, F16C), and
 // the loader picks the clone the CPU supports (GCC function multiversioning). Inline helpers
 // called from a cloned function are compiled into each clone.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FASTPICARD_CPU_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define FASTPICARD_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define FASTPICARD_CPU_CLONES
 #endif

@@ -2,29 +2,29 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include <tuple>
-
 namespace fastpicard {
 
-// Rows of the packed per-sample statistics tensor `stats` [kStatRows, S].
-enum StatRow : int64_t { kMinAbs = 0, kBestAbs, kBestRel, kLastAbs, kLastRel, kStatRows };
-
-// Sample status codes in `status` (int8 [S]).
-enum Status : int8_t { kActive = 0, kConverged = 1, kDiverged = 2 };
+// Rows of the per-sample statistics tensor `stats` [kStatRows, S]: the smallest residual so
+// far (divergence rule) and the result residuals — those of the best iterate while a sample
+// runs, those of its last step once it stopped.
+enum StatRow : int64_t { kMinAbs = 0, kAbs, kRel, kStatRows };
 
 // Entries of the int64 [4] summary output.
 enum Summary : int64_t { kNumActive = 0, kNumImproved, kNumNewDiverged, kNumDiverged, kSummaryLen };
 
 void check_picard_control_args(const at::Tensor& res, const at::Tensor& norm,
-                               const at::Tensor& frozen, const at::Tensor& status,
-                               const at::Tensor& iters, const at::Tensor& stats,
-                               const at::Tensor& trace, int64_t step);
+                               const at::Tensor& frozen, const at::Tensor& converged,
+                               const at::Tensor& diverged, const at::Tensor& iters,
+                               const at::Tensor& stats, const at::Tensor& trace,
+                               const at::Tensor& improved, const at::Tensor& new_div,
+                               const at::Tensor& summary, int64_t step);
 
 // The device-generic implementation (at:: ops, no host sync): the kernel for every device
 // without a dedicated one, and the cross-check of the CPU kernel in tests.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> picard_control_generic(
-    const at::Tensor& res, const at::Tensor& norm, at::Tensor& frozen, at::Tensor& status,
-    at::Tensor& iters, at::Tensor& stats, at::Tensor& trace, int64_t step, double tol, bool rel,
-    double divergence_factor);
+void picard_control_generic(const at::Tensor& res, const at::Tensor& norm, at::Tensor& frozen,
+                            at::Tensor& converged, at::Tensor& diverged, at::Tensor& iters,
+                            at::Tensor& stats, at::Tensor& trace, at::Tensor& improved,
+                            at::Tensor& new_div, at::Tensor& summary, int64_t step, double tol,
+                            bool rel, double divergence_factor);
 
 }  // namespace fastpicard

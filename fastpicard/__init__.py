@@ -3,13 +3,13 @@ from . import _ext
 from . import datasets, nn, ops
 from .contraction import contractive, jacobian_penalty, lipschitz_estimate
 from .graph import Graph
-from .solver import DivergenceError, PicardStats, picard
+from .solver import DivergenceError, PicardStats, picard, picard_gcn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ops", "__version__", "extension_available",
-    "picard", "PicardStats", "DivergenceError",
+    "picard", "picard_gcn", "PicardStats", "DivergenceError",
     "contractive", "lipschitz_estimate", "jacobian_penalty",
     "Graph", "datasets", "nn",
 ]
@@ -18,3 +18,4 @@ __all__ = [
 def extension_available() -> bool:
     """True when the compiled kernels loaded (otherwise ops run their pure-torch reference)."""
     return _ext.available
+

@@ -59,6 +59,16 @@ def test_matches_reference(backend, dtype, shape, batched):
     check(got, expected(x, z, alpha, kw), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_cpp_rounds_like_eager_torch(dtype):
+    """Bit-identical to ``alpha*x + (1-alpha)*z`` in eager torch (no FMA contraction), so
+    fused models reproduce plain PyTorch loops exactly."""
+    x, z = torch.randn(100_003, dtype=dtype), torch.randn(100_003, dtype=dtype)
+    for alpha in (0.3, 0.55, 0.9):
+        assert torch.equal(picard_update(x, z, alpha, backend="cpp")[0],
+                           alpha * x + (1 - alpha) * z)
+
+
 @pytest.mark.parametrize("backend", ALL_BACKENDS)
 def test_frozen_samples_pass_through_exactly(backend):
     x, z, kw = make((200, 6), torch.float32, batched=True)

@@ -11,21 +11,19 @@ namespace fastpicard {
 namespace {
 
 template <typename T>
-void control_samples(int64_t S, const T* res, const T* norm, bool* frozen, int8_t* status,
-                     int64_t* iters, T* stats, T* trace_row, T tol, bool rel, T factor,
-                     bool* improved, bool* new_div, int64_t* summary) {
+void control_samples(int64_t S, const T* res, const T* norm, bool* frozen, bool* converged,
+                     bool* diverged, int64_t* iters, T* stats, T* trace_row, T tol, bool rel,
+                     T factor, bool* improved, bool* new_div, int64_t* summary) {
   T* min_abs = stats + kMinAbs * S;
-  T* best_abs = stats + kBestAbs * S;
-  T* best_rel = stats + kBestRel * S;
-  T* last_abs = stats + kLastAbs * S;
-  T* last_rel = stats + kLastRel * S;
+  T* res_abs = stats + kAbs * S;
+  T* res_rel = stats + kRel * S;
   const T tiny = std::numeric_limits<T>::min();
   int64_t n_active = 0, n_improved = 0, n_new_div = 0, n_div = 0;
   for (int64_t s = 0; s < S; ++s) {
     improved[s] = new_div[s] = false;
     if (frozen[s]) {
       trace_row[s] = std::numeric_limits<T>::quiet_NaN();
-      n_div += status[s] == kDiverged;
+      n_div += diverged[s];
       continue;
     }
     const T a = res[s];
@@ -33,27 +31,24 @@ void control_samples(int64_t S, const T* res, const T* norm, bool* frozen, int8_
     const T crit = rel ? r : a;
     trace_row[s] = crit;
     iters[s] += 1;
-    last_abs[s] = a;
-    last_rel[s] = r;
+    bool record = true;
     if (!std::isfinite(a) || a > factor * min_abs[s]) {
-      status[s] = kDiverged;
-      frozen[s] = new_div[s] = true;
+      diverged[s] = frozen[s] = new_div[s] = true;
       ++n_new_div;
       ++n_div;
-      continue;
-    }
-    min_abs[s] = std::min(min_abs[s], a);
-    if (crit < tol) {
-      status[s] = kConverged;
-      frozen[s] = true;
     } else {
-      ++n_active;
-      if (crit < (rel ? best_rel[s] : best_abs[s])) {
-        improved[s] = true;
-        ++n_improved;
-        best_abs[s] = a;
-        best_rel[s] = r;
+      min_abs[s] = std::min(min_abs[s], a);
+      if (crit < tol) {
+        converged[s] = frozen[s] = true;
+      } else {
+        ++n_active;
+        record = improved[s] = crit < (rel ? res_rel[s] : res_abs[s]);
+        n_improved += record;
       }
+    }
+    if (record) {
+      res_abs[s] = a;
+      res_rel[s] = r;
     }
   }
   summary[kNumActive] = n_active;
@@ -62,25 +57,24 @@ void control_samples(int64_t S, const T* res, const T* norm, bool* frozen, int8_
   summary[kNumDiverged] = n_div;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> picard_control_cpu(
-    const at::Tensor& res_in, const at::Tensor& norm_in, at::Tensor& frozen, at::Tensor& status,
-    at::Tensor& iters, at::Tensor& stats, at::Tensor& trace, int64_t step, double tol, bool rel,
-    double divergence_factor) {
+void picard_control_cpu(const at::Tensor& res_in, const at::Tensor& norm_in, at::Tensor& frozen,
+                        at::Tensor& converged, at::Tensor& diverged, at::Tensor& iters,
+                        at::Tensor& stats, at::Tensor& trace, at::Tensor& improved,
+                        at::Tensor& new_div, at::Tensor& summary, int64_t step, double tol,
+                        bool rel, double divergence_factor) {
   const at::Tensor res = res_in.contiguous(), norm = norm_in.contiguous();
-  check_picard_control_args(res, norm, frozen, status, iters, stats, trace, step);
+  check_picard_control_args(res, norm, frozen, converged, diverged, iters, stats, trace,
+                            improved, new_div, summary, step);
   const int64_t S = res.numel();
-  at::Tensor improved = at::empty({S}, res.options().dtype(at::kBool));
-  at::Tensor new_div = at::empty({S}, res.options().dtype(at::kBool));
-  at::Tensor summary = at::empty({kSummaryLen}, res.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(res.scalar_type(), "picard_control", [&] {
     control_samples<scalar_t>(
         S, res.const_data_ptr<scalar_t>(), norm.const_data_ptr<scalar_t>(),
-        frozen.data_ptr<bool>(), status.data_ptr<int8_t>(), iters.data_ptr<int64_t>(),
-        stats.data_ptr<scalar_t>(), trace.data_ptr<scalar_t>() + step * S,
-        static_cast<scalar_t>(tol), rel, static_cast<scalar_t>(divergence_factor),
-        improved.data_ptr<bool>(), new_div.data_ptr<bool>(), summary.data_ptr<int64_t>());
+        frozen.data_ptr<bool>(), converged.data_ptr<bool>(), diverged.data_ptr<bool>(),
+        iters.data_ptr<int64_t>(), stats.data_ptr<scalar_t>(),
+        trace.data_ptr<scalar_t>() + step * S, static_cast<scalar_t>(tol), rel,
+        static_cast<scalar_t>(divergence_factor), improved.data_ptr<bool>(),
+        new_div.data_ptr<bool>(), summary.data_ptr<int64_t>());
   });
-  return {improved, new_div, summary};
 }
 
 }  // namespace

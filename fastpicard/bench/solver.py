@@ -1,12 +1,19 @@
 """solver: per-iteration cost of fastpicard.picard vs a bare Python loop (with and without an
 .item() stopping check) and TorchDEQ's fixed_point_iter (optional peer), same map, same
-iteration count."""
+iteration count; and the GCN loop in C++ (picard_gcn) vs a Python loop calling the same ops
+on Cora ("vs_bare" is then relative to that Python loop)."""
 from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
 
 import torch
 
 from ..solver import picard
-from .timing import append_csv, interleaved_medians, print_table
+import time
+
+from .timing import append_csv, print_table, sync
 
 
 def add_arguments(p):
@@ -17,6 +24,87 @@ def add_arguments(p):
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "fp64"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--data", default=None,
+                   help="folder with planetoid/Cora/raw (default: $FASTPICARD_DATA, then "
+                        "../shared/data beside the checkout, then /work/shared/data)")
+    p.add_argument("--hidden", type=int, default=64, help="features of the GCN loop on Cora")
+    p.add_argument("--clock", default="wall", choices=["wall", "thread"],
+                   help="wall: perf_counter; thread: this thread's CPU time (with --threads 1, "
+                        "steadier on a shared machine: other processes' time is not counted)")
+
+
+def _data_root(arg):
+    cands = [arg, os.environ.get("FASTPICARD_DATA"),
+             Path(__file__).resolve().parents[2] / ".." / "shared" / "data", "/work/shared/data"]
+    for c in cands:
+        if c and (Path(c) / "planetoid" / "Cora" / "raw" / "ind.cora.graph").exists():
+            return Path(c)
+    return None
+
+
+def load_cora_graph(root):
+    """Cora's citation graph (2708 nodes) from the standard Planetoid raw files."""
+    from ..graph import Graph
+
+    with open(root / "planetoid" / "Cora" / "raw" / "ind.cora.graph", "rb") as f:
+        adj = pickle.load(f, encoding="latin1")  # {node: [neighbours]}, a Python 2 pickle
+    src = [i for i, nbrs in adj.items() for _ in nbrs]
+    dst = [j for nbrs in adj.values() for j in nbrs]
+    n = max(max(adj), max(dst)) + 1
+    both = torch.tensor([src + dst, dst + src])  # undirected, as PyG's Planetoid
+    return Graph.from_edge_index(both, n, norm="gcn")
+
+
+def _gcn_rows(args, device, clock):
+    """One PIGN-style GCN fixed point on Cora: the loop in C++ vs a Python loop calling the
+    same ops (x @ W, spmm_update, an .item() check) vs the generic solver."""
+    from ..ops import spmm_update
+    from ..solver import picard_gcn
+
+    root = _data_root(args.data)
+    if root is None:
+        print("solver: Cora not found (--data); skipping the GCN loop")
+        return []
+    graph = load_cora_graph(root).to(device)
+    g = torch.Generator().manual_seed(1)
+    F = args.hidden
+    W = torch.randn(F, F, generator=g)
+    W = (0.9 * W / torch.linalg.matrix_norm(W, 2)).to(device)
+    b = (0.1 * torch.randn(F, generator=g)).to(device)
+    x0 = torch.randn(graph.num_nodes, F, generator=g).to(device)
+    a, tol = args.alpha, args.tol
+
+    def python_loop():
+        x = x0
+        for _ in range(10_000):
+            new, res = spmm_update(graph, x @ W, x, a, bias=b, act="relu")
+            done = float(res[0]) < tol
+            x = new
+            if done:
+                break
+        return x
+
+    def layer(x):
+        return spmm_update(graph, x @ W, x, 0.0, bias=b, act="relu")[0]
+
+    cases = {
+        "gcn_cpp_loop": lambda: picard_gcn(graph, x0, W, bias=b, act="relu", alpha=a, tol=tol,
+                                           max_iter=10_000),
+        "gcn_python_loop": python_loop,
+        "gcn_generic_picard": lambda: picard(layer, x0, alpha=a, tol=tol, max_iter=10_000),
+    }
+    with torch.no_grad():
+        steps = picard_gcn(graph, x0, W, bias=b, act="relu", alpha=a, tol=tol,
+                           max_iter=10_000)[1].steps
+        t = interleaved_stats(cases, device, reps=args.reps, clock=clock)
+    base = t["gcn_python_loop"]
+    return [{"bench": "solver", "case": name, "mode": "gcn-cora", "clock": args.clock,
+             "rows": graph.num_nodes, "dim": F, "dtype": "fp32", "steps": steps,
+             "us_per_iter": med / steps * 1e6, "vs_bare": med / base[0],
+             "min_us_per_iter": low / steps * 1e6, "min_vs_bare": low / base[1],
+             "min_overhead_us": ""}
+            for name, (med, low) in t.items()]
 
 
 def _torchdeq():
@@ -25,6 +113,28 @@ def _torchdeq():
     except ImportError:
         return None
     return fixed_point_iter
+
+
+def interleaved_stats(cases, device, reps, warmup=3, clock=time.perf_counter):
+    """(median, min) seconds per call of each case, cases round-robin. On a shared machine
+    the minimum is the steadier estimate of a loop's own cost; both are reported."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in cases}
+    for _ in range(reps):
+        for name, fn in cases.items():
+            sync(device)
+            t0 = clock()
+            fn()
+            sync(device)
+            samples[name].append(clock() - t0)
+    return {name: (sorted(v)[len(v) // 2], min(v)) for name, v in samples.items()}
+
+
+def _repeat(fn, x, n):
+    for _ in range(n):  # outputs dropped at once, as in the loops
+        fn(x)
 
 
 class Counted:
@@ -39,6 +149,12 @@ class Counted:
 
 
 def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.clock == "thread" and (torch.get_num_threads() != 1 or args.device != "cpu"):
+        raise SystemExit("--clock thread measures this thread only: use it with --threads 1 on "
+                         "CPU")
+    clock = time.thread_time if args.clock == "thread" else time.perf_counter
     device = torch.device(args.device)
     dtype = {"fp32": torch.float32, "fp64": torch.float64}[args.dtype]
     g = torch.Generator().manual_seed(0)
@@ -82,7 +198,7 @@ def run(args):
                                          batch=batch),
             "bare_loop": bare,
             "bare_loop_item": bare_item,
-            "fn_only": lambda: [fmap(x0) for _ in range(steps)],
+            "fn_only": lambda: _repeat(fmap, x0, steps),
         }
         if fixed_point_iter is not None:
             shape = (1, -1) if mode == "one" else (args.rows, -1)
@@ -96,15 +212,20 @@ def run(args):
                 fn()
             calls[name] = fmap.calls
         with torch.no_grad():
-            t = interleaved_medians(cases, device, reps=args.reps)
-        per = {name: t[name] / calls[name] for name in cases}
+            t = interleaved_stats(cases, device, reps=args.reps, clock=clock)
+        med = {name: t[name][0] / calls[name] for name in cases}
+        low = {name: t[name][1] / calls[name] for name in cases}
         for name in cases:
             rows.append({
-                "bench": "solver", "case": name, "mode": mode, "rows": args.rows,
+                "bench": "solver", "case": name, "mode": mode, "clock": args.clock,
+                "rows": args.rows,
                 "dim": args.dim, "dtype": args.dtype, "steps": calls[name],
-                "us_per_iter": per[name] * 1e6,
-                "vs_bare": per[name] / per["bare_loop"],
-                "overhead_us": (per[name] - per["fn_only"]) * 1e6,
+                "us_per_iter": med[name] * 1e6, "vs_bare": med[name] / med["bare_loop"],
+                "min_us_per_iter": low[name] * 1e6,
+                "min_vs_bare": low[name] / low["bare_loop"],
+                "min_overhead_us": (low[name] - low["fn_only"]) * 1e6,
             })
-    print_table(rows, ["mode", "case", "steps", "us_per_iter", "vs_bare", "overhead_us"])
+    rows += _gcn_rows(args, device, clock)
+    print_table(rows, ["mode", "case", "steps", "us_per_iter", "vs_bare", "min_us_per_iter",
+                       "min_vs_bare", "min_overhead_us"])
     append_csv(args.csv, rows)

@@ -15,6 +15,7 @@ def add_arguments(p):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
 
 
 def naive(x, z, a):
@@ -29,6 +30,8 @@ def lerp(x, z, a):
 
 def run(args):
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     compiled = None if args.no_compile else torch.compile(naive)
     rows = []
     for dname in args.dtypes.split(","):

@@ -2,9 +2,12 @@
 pure-torch ``PyLoop`` (same methods, same rules)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import _ext
+from ..ops import _backend
 from ..ops.reference.picard_update import stat_dtype
 from .pyloop import PyLoop
 
@@ -19,19 +22,55 @@ def make_loop(x0, alpha, batch, num_samples, leading, tol, rel, max_iter, diverg
     args = (x0, alpha, batch, num_samples, leading, tol, rel, max_iter, divergence_factor,
             check_every, reuse_buffers)
     if IMPL == "cpp":
-        return torch.classes.fastpicard.PicardLoop(*args)
+        return CppLoop(*args)
     return PyLoop(*args)
 
 
-def _control_fake(res, norm, frozen, status, iters, stats, trace, step, tol, rel,
-                  divergence_factor):
-    S = res.shape[0]
-    return (res.new_empty((S,), dtype=torch.bool), res.new_empty((S,), dtype=torch.bool),
-            res.new_empty((4,), dtype=torch.int64))
+class CppLoop:
+    """The C++ PicardLoop, addressed through its handle by the ``picard_loop_*`` operators
+    (one dispatcher call per iteration: ``step``). Freed when this object is."""
+
+    __slots__ = ("handle", "step")
+
+    def __init__(self, *args):
+        self.handle = None
+        self.handle = torch.ops.fastpicard.picard_loop_new.default(*args)
+        self.step = functools.partial(_STEP, self.handle)
+
+    def active_rows(self):
+        """Bool mask of the samples still running, broadcast over the rows of x."""
+        return torch.ops.fastpicard.picard_loop_active_rows.default(self.handle)
+
+    def finish(self, x):
+        """(answer, (iterations, abs, rel, converged, diverged, trace)); frees the loop."""
+        handle, self.handle = self.handle, None
+        answer, *stats = torch.ops.fastpicard.picard_loop_finish.default(handle, x)
+        return answer, tuple(stats)
+
+    def __del__(self):
+        if self.handle is not None and _FREE is not None:
+            _FREE(self.handle)
+
+
+def _control_fake(res, norm, frozen, converged, diverged, iters, stats, trace, improved,
+                  new_div, summary, step, tol, rel, divergence_factor):
+    return None
+
+
+def _control_cuda(*args):
+    from ..kernels import picard_control as k  # lazily: triton is optional on CPU
+
+    k.picard_control(*args)
 
 
 if _ext.available:
     for _name in ("picard_control_", "picard_control_generic_"):
         torch.library.register_fake(f"fastpicard::{_name}")(_control_fake)
+    if _backend.triton_available():  # one Triton launch per step on CUDA
+        torch.library.impl("fastpicard::picard_control_", "CUDA")(_control_cuda)
+    _STEP = torch.ops.fastpicard.picard_loop_step.default
+    _FREE = torch.ops.fastpicard.picard_loop_free.default
+else:
+    _STEP = _FREE = None
 
-__all__ = ["make_loop", "PyLoop", "IMPL", "stat_dtype"]
+__all__ = ["make_loop", "CppLoop", "PyLoop", "IMPL", "stat_dtype"]

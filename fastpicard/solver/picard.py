@@ -34,13 +34,15 @@ class _Config:
 
 
 def _real(name, v):
+    if type(v) is float or type(v) is int:  # fast path (bool is not int's type)
+        return float(v)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"picard: {name} must be a real number, got {type(v).__name__}")
     return float(v)
 
 
 def _int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+    if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
         raise TypeError(f"picard: {name} must be an int, got {type(v).__name__}")
     if v < lo:
         raise ValueError(f"picard: {name} must be >= {lo}, got {v}")
@@ -213,37 +215,36 @@ def _solve(fn, x0, cfg):
                      reuse_buffers=cfg.solver == "picard")
     acc = (Anderson(cfg.anderson_m, cfg.anderson_lam, cfg.batch, S, cfg.leading)
            if cfg.solver == "anderson" else None)
-    x, steps = x0, 0
+    x, steps, n_div = x0, 0, 0
+    step, max_iter, dist_sync = loop.step, cfg.max_iter, cfg.dist_sync
+    raise_on_div = cfg.on_diverge == "raise"
     if S > 0:
+        z = fn(x)
+        _check_output(z, x)
         while True:
-            z = fn(x)
-            if steps == 0:
-                _check_output(z, x)
-            x_new, active, n_div = loop.step(x, z)
+            x_new, active, n_div_read = step(x, z)
             if acc is not None:
-                x_new = acc.mix(x, x_new, loop.rows(loop.active()))
+                x_new = acc.mix(x, x_new, loop.active_rows())
             x = x_new
             steps += 1
-            if active < 0:
-                continue
-            if cfg.dist_sync:
-                active, n_div = _all_reduce([active, n_div], x.device)
-            if n_div and cfg.on_diverge == "raise":
-                stats = _stats(loop, t0, steps, cfg, x0.dtype)
-                raise DivergenceError(_diverge_message(stats.diverged, S, steps))
-            if active == 0 or steps == cfg.max_iter:
-                break
-        x = loop.finish(x)
-    stats = _stats(loop, t0, steps, cfg, x0.dtype)
-    if stats.diverged.any() and cfg.on_diverge == "warn":
+            if active >= 0:  # a check step: the flags were read from the device
+                n_div = n_div_read
+                if dist_sync:  # every rank continues while any rank has a running sample
+                    active, n_div_read = _all_reduce([active, n_div_read], x.device)
+                if n_div_read and raise_on_div:
+                    _, stats = _finish(loop, x, t0, steps, cfg)
+                    raise DivergenceError(_diverge_message(stats.diverged, S, steps))
+                if active == 0 or steps == max_iter:
+                    break
+            z = fn(x)
+    x, stats = _finish(loop, x, t0, steps, cfg)
+    if n_div and cfg.on_diverge == "warn":
         warnings.warn(_diverge_message(stats.diverged, S, steps), RuntimeWarning, stacklevel=3)
     return x, stats
 
 
-def _stats(loop, t0, steps, cfg, dtype):
-    packed = loop.stats()  # one host copy: iterations, abs, rel, status, trace rows
-    sd = torch.float64 if dtype == torch.float64 else torch.float32
-    return PicardStats(iterations=packed[0].long(), abs_residual=packed[1].to(sd),
-                       rel_residual=packed[2].to(sd), trace=packed[4:].to(sd),
-                       converged=packed[3] == 1, diverged=packed[3] == 2,
-                       time=time.perf_counter() - t0, steps=steps, stop=cfg.stop, tol=cfg.tol)
+def _finish(loop, x, t0, steps, cfg):
+    x, (iters, abs_r, rel_r, conv, div, trace) = loop.finish(x)
+    return x, PicardStats(iterations=iters, abs_residual=abs_r, rel_residual=rel_r, trace=trace,
+                          converged=conv, diverged=div, time=time.perf_counter() - t0,
+                          steps=steps, stop=cfg.stop, tol=cfg.tol)

@@ -1,0 +1,144 @@
+"""fastpicard.picard_gcn: the GCN Picard loop in C++ against the generic solver on the same
+layer, per-graph early exit, backward modes, dropout, divergence, arguments."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fastpicard
+from fastpicard import Graph, picard, picard_gcn
+from fastpicard.ops import spmm_update
+
+F64 = torch.float64
+
+
+def random_graphs(sizes=(7, 12, 5), p=0.3, F=6, seed=0, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    edges, batch, off = [], [], 0
+    for i, n in enumerate(sizes):
+        a = (torch.rand(n, n, generator=g) < p).nonzero().T + off
+        edges.append(a)
+        batch += [i] * n
+        off += n
+    edge_index = torch.cat(edges, 1)
+    batch = torch.tensor(batch, dtype=torch.int64)
+    graph = Graph.from_edge_index(edge_index, off, batch=batch, num_graphs=len(sizes))
+    W = torch.randn(F, F, generator=g, dtype=dtype)
+    W = (0.8 * W / torch.linalg.matrix_norm(W, 2)).requires_grad_()
+    b = (0.1 * torch.randn(F, generator=g, dtype=dtype)).requires_grad_()
+    x0 = torch.randn(off, F, generator=g, dtype=dtype)
+    # per-graph scales so graphs converge at different steps
+    x0 = x0 * torch.tensor([0.01, 1.0, 10.0], dtype=dtype)[batch][:, None]
+    return graph, W, b, x0
+
+
+def layer(graph, W, b, act="tanh"):
+    return lambda x: spmm_update(graph, x @ W, x, 0.0, bias=b, act=act)[0]
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+@pytest.mark.parametrize("stop", ["abs", "rel"])
+def test_matches_generic_solver_per_graph(check_every, stop):
+    graph, W, b, x0 = random_graphs()
+    with torch.no_grad():
+        x, st = picard_gcn(graph, x0, W, bias=b, act="tanh", alpha=0.3, tol=1e-9, max_iter=300,
+                           stop=stop, check_every=check_every)
+        xr, sr = picard(layer(graph, W, b), x0, alpha=0.3, tol=1e-9, max_iter=300, stop=stop,
+                        batch=graph.batch)
+    assert st.converged.all() and st.num_samples == 3
+    torch.testing.assert_close(x, xr, rtol=1e-12, atol=1e-12)
+    assert torch.equal(st.iterations, sr.iterations)
+    assert len(set(st.iterations.tolist())) > 1
+    assert sr.steps <= st.steps < sr.steps + check_every
+    torch.testing.assert_close(st.abs_residual, sr.abs_residual, rtol=1e-9, atol=1e-15)
+
+
+def test_single_graph_and_float32():
+    _, W, b, x0 = random_graphs(sizes=(20,), dtype=torch.float32)
+    ring = torch.arange(20)
+    graph = Graph.from_edge_index(torch.stack([ring, (ring + 1) % 20]), 20)
+    with torch.no_grad():
+        x, st = picard_gcn(graph, x0, W, bias=b, act="relu", tol=1e-5, max_iter=200)
+    assert st.num_samples == 1 and bool(st.converged[0]) and x.dtype == torch.float32
+    z = spmm_update(graph, x @ W, x, 0.0, bias=b, act="relu")[0]
+    torch.testing.assert_close(z, x, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["unroll", "implicit", "phantom"])
+def test_gradients_match_generic_unroll(mode):
+    graph, W, b, x0 = random_graphs()
+    w = torch.randn_like(x0)
+    x, _ = picard(layer(graph, W, b), x0, alpha=0.3, tol=1e-12, max_iter=500,
+                  batch=graph.batch)
+    (x * w).sum().backward()
+    ref = (W.grad.clone(), b.grad.clone())
+    W.grad = b.grad = None
+    x, st = picard_gcn(graph, x0, W, bias=b, act="tanh", alpha=0.3, tol=1e-12, max_iter=500,
+                       backward=mode, phantom_steps=80)
+    assert st.converged.all()
+    (x * w).sum().backward()
+    tol = dict(rtol=1e-6, atol=1e-8) if mode != "unroll" else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(W.grad, ref[0], **tol)
+    torch.testing.assert_close(b.grad, ref[1], **tol)
+
+
+def test_dropout_is_reproducible_and_matches_a_python_loop():
+    graph, W, b, x0 = random_graphs()
+    W, b = W.detach(), b.detach()
+    torch.manual_seed(5)
+    x1, st = picard_gcn(graph, x0, W, bias=b, act="relu", dropout=0.3, tol=1e-30, max_iter=7)
+    torch.manual_seed(5)
+    x2, _ = picard_gcn(graph, x0, W, bias=b, act="relu", dropout=0.3, tol=1e-30, max_iter=7)
+    assert torch.equal(x1, x2) and st.steps == 7
+    torch.manual_seed(5)
+    x = x0
+    for _ in range(7):  # the same ops from Python draw the same dropout keys
+        x = spmm_update(graph, x @ W, x, 0.5, bias=b, act="relu", dropout=0.3)[0]
+    torch.testing.assert_close(x1, x, rtol=1e-12, atol=1e-12)
+    torch.manual_seed(6)
+    x3, _ = picard_gcn(graph, x0, W, bias=b, act="relu", dropout=0.3, tol=1e-30, max_iter=7)
+    assert not torch.equal(x1, x3)
+
+
+def test_dropout_unroll_gradient_flows():
+    graph, W, b, x0 = random_graphs()
+    x, _ = picard_gcn(graph, x0, W, bias=b, dropout=0.2, tol=1e-6, max_iter=30)
+    x.sum().backward()
+    assert torch.isfinite(W.grad).all() and W.grad.abs().sum() > 0
+
+
+def test_divergence_warns_and_raises():
+    graph, _, _, x0 = random_graphs()
+    W = 3.0 * torch.eye(x0.shape[1], dtype=F64)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        x, st = picard_gcn(graph, x0, W, act="identity", alpha=0.0, tol=1e-9, max_iter=200,
+                           divergence_factor=50.0)
+    assert st.diverged.any() and torch.isfinite(x).all()
+    with pytest.raises(fastpicard.DivergenceError):
+        picard_gcn(graph, x0, W, act="identity", alpha=0.0, tol=1e-9, max_iter=200,
+                   divergence_factor=50.0, on_diverge="raise")
+
+
+def test_bad_arguments():
+    graph, W, b, x0 = random_graphs()
+    W, b = W.detach(), b.detach()
+    cases = [
+        (dict(weight=W[:, :3]), ValueError, "weight"),
+        (dict(weight=W.float()), TypeError, "weight"),
+        (dict(bias=b[:2]), ValueError, "bias"),
+        (dict(act="gelu"), ValueError, "act"),
+        (dict(dropout=1.0), ValueError, "dropout"),
+        (dict(dropout=0.1, backward="implicit"), ValueError, "dropout"),
+        (dict(alpha=1.0), ValueError, "alpha"),
+        (dict(tol=-1.0), ValueError, "tol"),
+        (dict(x0=x0[:3]), ValueError, "x0"),
+        (dict(graph="cora"), TypeError, "graph"),
+    ]
+    for override, exc, name in cases:
+        kw = dict(graph=graph, x0=x0, weight=W, bias=b)
+        kw.update(override)
+        with pytest.raises(exc, match=name):
+            picard_gcn(kw.pop("graph"), kw.pop("x0"), kw.pop("weight"), **kw)
+    assert math.isfinite(float(x0.sum()))
