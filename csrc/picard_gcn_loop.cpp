@@ -26,7 +26,7 @@ bool needs_grad(const OptTensor& t) { return t.has_value() && t->requires_grad()
 GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
                           const OptTensor& weight, const at::Tensor& t_rowptr,
                           const at::Tensor& t_col, const at::Tensor& t_perm,
-                          const at::Tensor& x0, const at::Tensor& lin_weight,
+                          const OptTensor& t_weight, const at::Tensor& x0, const at::Tensor& lin_weight,
                           const OptTensor& bias, c10::string_view act, double negative_slope,
                           double dropout, double alpha, const OptTensor& batch,
                           int64_t num_samples, double tol, bool rel, int64_t max_iter,
@@ -36,8 +36,8 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fastpicard::spmm_update", "")
           .typed<Out4(const at::Tensor&, const at::Tensor&, const OptTensor&, const at::Tensor&,
-                      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                      double, const OptTensor&, c10::string_view, double, double,
+                      const at::Tensor&, const at::Tensor&, const OptTensor&, const at::Tensor&,
+                      const at::Tensor&, double, const OptTensor&, c10::string_view, double, double,
                       const OptTensor&, const OptTensor&, int64_t, const OptTensor&, bool,
                       bool)>();
   TORCH_CHECK_VALUE(x0.dim() == 2, "picard_gcn_loop: x0 must be [num_nodes, F], got ",
@@ -59,8 +59,8 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
     }
     const bool recorded = at::GradMode::is_enabled() && (x.requires_grad() || params_need_grad);
     auto [x_new, res, norm, unused] =
-        spmm_update.call(rowptr, col, weight, t_rowptr, t_col, t_perm, h, x, alpha, bias, act,
-                         negative_slope, dropout, seed, batch, num_samples,
+        spmm_update.call(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha,
+                         bias, act, negative_slope, dropout, seed, batch, num_samples,
                          loop.frozen_mask(recorded), /*return_norm=*/true, /*save_act=*/false);
     auto [next, active, n_div] = loop.advance(x, x_new, res, norm, recorded);
     x = next;
@@ -76,7 +76,8 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
 TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   m.def(
       "picard_gcn_loop(Tensor rowptr, Tensor col, Tensor? weight, Tensor t_rowptr, "
-      "Tensor t_col, Tensor t_perm, Tensor x0, Tensor lin_weight, Tensor? bias, str act, "
+      "Tensor t_col, Tensor t_perm, Tensor? t_weight, Tensor x0, Tensor lin_weight, "
+      "Tensor? bias, str act, "
       "float negative_slope, float dropout, float alpha, Tensor? batch, int num_samples, "
       "float tol, bool rel, int max_iter, float divergence_factor, int check_every, "
       "bool stop_on_divergence) -> (Tensor x, Tensor iterations, Tensor abs_residual, "

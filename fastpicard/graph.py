@@ -247,7 +247,8 @@ class Graph:
         values = self.weight if self.weight is not None else torch.ones(
             self.num_edges, device=self.device)
         return torch.sparse_csr_tensor(self.rowptr.long(), self.col.long(), values,
-                                       (self.num_nodes, self.num_nodes))
+                                       (self.num_nodes, self.num_nodes),
+                                       check_invariants=False)  # valid by construction
 
     def __repr__(self) -> str:
         return (f"Graph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, norm={self.norm!r}, "

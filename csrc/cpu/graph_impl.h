@@ -7,7 +7,8 @@
 // Layout: one row of the output is computed by one thread from start to end (a gather of
 // the row's entries into a float32/float64 row buffer, then a fused epilogue), so results do
 // not depend on the thread count and no float atomics are needed. Row ranges are balanced
-// by entries + rows, so a few high-degree rows do not leave a thread idle.
+// by entries + rows and handed out dynamically, so high-degree rows do not leave a thread
+// idle (a single row is never split, though: one hub holding most edges runs on one thread).
 
 #ifndef FASTPICARD_ISA
 #error "graph_impl.h is included only by graph_isa_<isa>.cpp"
