@@ -16,6 +16,17 @@ from .datasets import dropin_noise, planetoid
 from .nn import PIGN
 
 
+
+def train_step(model, data, opt):
+    """One full-batch training step on the train mask (shared with the models benchmark)."""
+    model.train()
+    out = model(data.x, data.edge_index)
+    loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastpicard.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,12 +88,7 @@ def main(argv=None):
     train_time, train_iters, best_val, best_epoch = 0.0, 0, 0.0, 0
     for epoch in range(1, args.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
-        out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = train_step(model, data, opt)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t0

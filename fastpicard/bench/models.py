@@ -99,14 +99,9 @@ def _pair(kind, fin, hidden, fout, iters, alpha, dropout, device):
 
 
 def _epoch_fn(model, data, opt):
-    def run():
-        model.train()
-        out = model(data.x, data.edge_index)
-        loss = F.cross_entropy(out[data.train_mask], data.y[data.train_mask])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return run
+    from ..train import train_step
+
+    return lambda: train_step(model, data, opt)
 
 
 def _forward_fn(model, data):
