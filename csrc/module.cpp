@@ -6,6 +6,8 @@
 #include <ATen/Parallel.h>
 #include <torch/version.h>
 
+#include "python_bindings.h"
+
 TORCH_LIBRARY(fastpicard, m) {}
 
 PYBIND11_MODULE(_C, m) {
@@ -13,4 +15,5 @@ PYBIND11_MODULE(_C, m) {
   m.def("parallel_info", []() { return at::get_parallel_info(); },
         "ATen parallel backend and thread settings this extension runs with");
   m.attr("built_with_torch") = TORCH_VERSION;  // the torch this extension was compiled against
+  fastpicard::bind_picard_loop(m);
 }

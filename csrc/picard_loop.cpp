@@ -1,5 +1,5 @@
-// PicardLoop (picard_loop.h) and the picard_loop_* operators. Python makes one call per
-// iteration (picard_loop_step):
+// PicardLoop (picard_loop.h). Python makes one call per iteration (step, bound directly in
+// picard_loop_python.cpp):
 //
 //   x_new = picard_update(x, fn(x), frozen=done)     fused update + per-sample residuals
 //   picard_control_(...)                              stopping rules on the device
@@ -11,19 +11,11 @@
 // the best iterate), so the caller must not hold on to past iterates.
 // Device-generic: every tensor op goes through the dispatcher (CPU kernels here, the Triton
 // picard_update on CUDA); grad mode is honoured, so `backward="unroll"` differentiates it.
-//
-// Loops are operator-level objects addressed by an int handle (picard_loop_new / _free):
-// from Python a dispatcher call with (int, Tensor, Tensor) costs about a third of a
-// TorchScript custom-class method call, and between two evaluations of a real fn (cold
-// caches) that difference is most of the solver's per-iteration overhead.
 #include "picard_loop.h"
 
-#include <torch/library.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <limits>
-#include <memory>
-#include <mutex>
-#include <unordered_map>
 
 #include "common.h"
 #include "picard_control.h"
@@ -161,90 +153,6 @@ at::Tensor PicardLoop::free_buffer(const at::Tensor& x) {
   }
   pool_.push_back(empty_output(x.sizes(), x.options()));
   return pool_.back();
-}
-
-namespace {
-
-// Live loops by handle. The registry owns them; a lookup hands out a shared reference, so
-// a loop freed while another thread steps it stays alive until that step returns.
-struct Registry {
-  std::mutex mutex;
-  std::unordered_map<int64_t, std::shared_ptr<PicardLoop>> loops;
-  int64_t next = 1;
-};
-
-Registry& registry() {
-  static Registry r;
-  return r;
-}
-
-std::shared_ptr<PicardLoop> lookup(int64_t handle, const char* op) {
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.loops.find(handle);
-  TORCH_CHECK_VALUE(it != r.loops.end(), op, ": no live PicardLoop with handle ", handle);
-  return it->second;
-}
-
-int64_t picard_loop_new(const at::Tensor& x0, double alpha,
-                        const c10::optional<at::Tensor>& batch, int64_t num_samples,
-                        bool leading, double tol, bool rel, int64_t max_iter,
-                        double divergence_factor, int64_t check_every, bool reuse_buffers) {
-  auto loop = std::make_shared<PicardLoop>(x0, alpha, batch, num_samples, leading, tol, rel,
-                                           max_iter, divergence_factor, check_every,
-                                           reuse_buffers);
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  const int64_t handle = r.next++;
-  r.loops.emplace(handle, std::move(loop));
-  return handle;
-}
-
-void picard_loop_free(int64_t handle) {
-  std::shared_ptr<PicardLoop> loop;  // destroyed after the lock is released
-  Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.loops.find(handle);
-  if (it == r.loops.end()) return;
-  loop = std::move(it->second);
-  r.loops.erase(it);
-}
-
-std::tuple<at::Tensor, int64_t, int64_t> picard_loop_step(int64_t handle, const at::Tensor& x,
-                                                          const at::Tensor& z) {
-  return lookup(handle, "picard_loop_step")->step(x, z);
-}
-
-at::Tensor picard_loop_active_rows(int64_t handle) {
-  const auto loop = lookup(handle, "picard_loop_active_rows");
-  return loop->rows(loop->active());
-}
-
-// The answer and statistics; frees the loop (the handle is dead afterwards).
-LoopResult picard_loop_finish(int64_t handle, const at::Tensor& x) {
-  LoopResult out = lookup(handle, "picard_loop_finish")->finish(x);
-  picard_loop_free(handle);
-  return out;
-}
-
-}  // namespace
-
-// Composite kernels: autograd records the ops inside a step (backward="unroll").
-TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
-  m.def(
-      "picard_loop_new(Tensor x0, float alpha, Tensor? batch, int num_samples, bool leading, "
-      "float tol, bool rel, int max_iter, float divergence_factor, int check_every, "
-      "bool reuse_buffers) -> int",
-      &picard_loop_new);
-  m.def("picard_loop_free(int loop) -> ()", &picard_loop_free);
-  m.def("picard_loop_step(int loop, Tensor x, Tensor z) -> (Tensor, int, int)",
-        &picard_loop_step);
-  m.def("picard_loop_active_rows(int loop) -> Tensor", &picard_loop_active_rows);
-  m.def(
-      "picard_loop_finish(int loop, Tensor x) -> (Tensor x, Tensor iterations, "
-      "Tensor abs_residual, Tensor rel_residual, Tensor converged, Tensor diverged, "
-      "Tensor trace)",
-      &picard_loop_finish);
 }
 
 }  // namespace fastpicard

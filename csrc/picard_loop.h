@@ -1,6 +1,6 @@
 // PicardLoop: one solve's loop state (per-sample flags, counters, residuals, trace, best
-// iterate) and its step. Shared by the picard_loop_* operators (fn in Python, one call per
-// iteration) and the fused GCN loop (the whole iteration in C++).
+// iterate) and its step. Shared by _C.PicardLoop (fn in Python, one call per iteration) and
+// the fused GCN loop (the whole iteration in C++).
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>

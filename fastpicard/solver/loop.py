@@ -2,8 +2,6 @@
 pure-torch ``PyLoop`` (same methods, same rules)."""
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from .. import _ext
@@ -13,6 +11,9 @@ from .pyloop import PyLoop
 
 # Loop implementation: "cpp" when the extension loaded, else "python" (tests switch it).
 IMPL = "cpp" if _ext.available else "python"
+
+# The C++ PicardLoop, bound directly (one pybind call per iteration: ``step``).
+CppLoop = _ext._C.PicardLoop if _ext.available else None
 
 
 def make_loop(x0, alpha, batch, num_samples, leading, tol, rel, max_iter, divergence_factor,
@@ -24,32 +25,6 @@ def make_loop(x0, alpha, batch, num_samples, leading, tol, rel, max_iter, diverg
     if IMPL == "cpp":
         return CppLoop(*args)
     return PyLoop(*args)
-
-
-class CppLoop:
-    """The C++ PicardLoop, addressed through its handle by the ``picard_loop_*`` operators
-    (one dispatcher call per iteration: ``step``). Freed when this object is."""
-
-    __slots__ = ("handle", "step")
-
-    def __init__(self, *args):
-        self.handle = None
-        self.handle = torch.ops.fastpicard.picard_loop_new.default(*args)
-        self.step = functools.partial(_STEP, self.handle)
-
-    def active_rows(self):
-        """Bool mask of the samples still running, broadcast over the rows of x."""
-        return torch.ops.fastpicard.picard_loop_active_rows.default(self.handle)
-
-    def finish(self, x):
-        """(answer, (iterations, abs, rel, converged, diverged, trace)); frees the loop."""
-        handle, self.handle = self.handle, None
-        answer, *stats = torch.ops.fastpicard.picard_loop_finish.default(handle, x)
-        return answer, tuple(stats)
-
-    def __del__(self):
-        if self.handle is not None and _FREE is not None:
-            _FREE(self.handle)
 
 
 def _control_fake(res, norm, frozen, converged, diverged, iters, stats, trace, improved,
@@ -68,9 +43,5 @@ if _ext.available:
         torch.library.register_fake(f"fastpicard::{_name}")(_control_fake)
     if _backend.triton_available():  # one Triton launch per step on CUDA
         torch.library.impl("fastpicard::picard_control_", "CUDA")(_control_cuda)
-    _STEP = torch.ops.fastpicard.picard_loop_step.default
-    _FREE = torch.ops.fastpicard.picard_loop_free.default
-else:
-    _STEP = _FREE = None
 
 __all__ = ["make_loop", "CppLoop", "PyLoop", "IMPL", "stat_dtype"]
