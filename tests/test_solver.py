@@ -244,6 +244,23 @@ def test_bad_arguments(kw, exc, name):
         picard(lambda x: x, torch.zeros(4, 2), **kw)
 
 
+@pytest.mark.parametrize("good,bad,exc", [
+    (dict(max_iter=3), dict(max_iter=3.0), TypeError),  # 3 == 3.0: equal keys, other types
+    (dict(max_iter=1), dict(max_iter=True), TypeError),
+    (dict(alpha=0.0), dict(alpha=False), TypeError),
+    (dict(check_every=1), dict(check_every=1.0), TypeError),
+    (dict(anderson_lam=0.0), dict(anderson_lam=[0.0]), TypeError),  # unhashable: uncached
+])
+def test_validated_options_cache_keeps_rejecting(good, bad, exc):
+    # options are validated once and cached; a value equal to a cached one but of a wrong
+    # type must still be refused
+    x0 = torch.zeros(4, 2)
+    picard(lambda x: x, x0, **good)
+    with pytest.raises(exc, match=next(iter(bad))):
+        picard(lambda x: x, x0, **bad)
+    picard(lambda x: x, x0, **good)
+
+
 def test_bad_fn_and_x0():
     with pytest.raises(TypeError, match="fn"):
         picard(None, torch.zeros(2))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
+import time
 from pathlib import Path
 
 import torch
 
 from ..solver import picard
-import time
-
 from .timing import append_csv, print_table, sync
 
 
@@ -116,14 +116,20 @@ def _torchdeq():
 
 
 def interleaved_stats(cases, device, reps, warmup=3, clock=time.perf_counter):
-    """(median, min) seconds per call of each case, cases round-robin. On a shared machine
-    the minimum is the steadier estimate of a loop's own cost; both are reported."""
+    """(median, min) seconds per call of each case. Cases run interleaved, in a fresh random
+    order each repetition: a case that always followed the same heavy peer would always start
+    with the caches that peer left. On a shared machine the minimum is the steadier estimate
+    of a loop's own cost; both are reported."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
+    order = list(cases)
+    rng = random.Random(0)
     samples = {name: [] for name in cases}
     for _ in range(reps):
-        for name, fn in cases.items():
+        rng.shuffle(order)
+        for name in order:
+            fn = cases[name]
             sync(device)
             t0 = clock()
             fn()

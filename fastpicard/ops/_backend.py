@@ -52,8 +52,8 @@ def resolve(backend: str | None, device: torch.device, op: str) -> str:
     raise ValueError(f"{op}: backend='triton' does not support device {device}")
 
 
-def default_check_every(device: torch.device) -> int:
+def default_check_every(device_type: str) -> int:
     """Steps between host reads of a solver's convergence flags: every step on CPU (the flags
     already live in host memory), every 8 on accelerators (each read is a device sync; the
     solver freezes converged samples on the device in between, so answers do not change)."""
-    return 1 if device.type == "cpu" else 8
+    return 1 if device_type == "cpu" else 8

@@ -55,14 +55,16 @@ def _choice(name, v, options):
     return v
 
 
-def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, phantom_steps,
-            solver, anderson_m, anderson_lam, divergence_factor, on_diverge, dist_sync):
-    if not callable(fn):
-        raise TypeError(f"picard: fn must be callable, got {type(fn).__name__}")
-    if not isinstance(x0, torch.Tensor):
-        raise TypeError(f"picard: x0 must be a Tensor, got {type(x0).__name__}")
-    if x0.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        raise TypeError(f"picard: x0 must be float32/float64/float16/bfloat16, got {x0.dtype}")
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+# Validated scalar options by (values, their types, x0's device type): the solver runs once per
+# forward pass with the same options, and between two evaluations of a real fn (cold caches)
+# re-validating cost a few microseconds per iteration of a short solve.
+_OPTIONS_CACHE: dict = {}
+_ARANGE_CACHE: dict = {}  # sample ids for batch="leading", by (count, device); never written
+
+
+def _options(alpha, tol, max_iter, stop, check_every, backward, phantom_steps, solver,
+             anderson_m, anderson_lam, divergence_factor, on_diverge, dist_sync, device_type):
     alpha = _real("alpha", alpha)
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"picard: alpha must lie in [0, 1), got {alpha}")
@@ -84,11 +86,53 @@ def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, ph
         raise ValueError(f"picard: divergence_factor must be > 1 (inf disables the growth "
                          f"rule), got {divergence_factor}")
     if check_every is None:
-        check_every = _backend.default_check_every(x0.device)
+        check_every = _backend.default_check_every(device_type)
     else:
         check_every = _int("check_every", check_every, 1)
     if not isinstance(dist_sync, bool):
         raise TypeError(f"picard: dist_sync must be a bool, got {type(dist_sync).__name__}")
+    return dict(alpha=alpha, tol=tol, max_iter=max_iter, stop=stop, check_every=check_every,
+                backward=backward, phantom_steps=phantom_steps, solver=solver,
+                anderson_m=anderson_m, anderson_lam=anderson_lam,
+                divergence_factor=divergence_factor, on_diverge=on_diverge, dist_sync=dist_sync)
+
+
+def _cached_options(*args):
+    # Types are part of the key: 1 == 1.0 == True, but max_iter=1.0 or alpha=False must fail.
+    try:
+        key = (args, tuple(map(type, args)))
+        opts = _OPTIONS_CACHE.get(key)
+    except TypeError:  # an unhashable argument: validate it (and fail) uncached
+        return _options(*args)
+    if opts is None:
+        opts = _options(*args)
+        if len(_OPTIONS_CACHE) >= 256:
+            _OPTIONS_CACHE.clear()
+        _OPTIONS_CACHE[key] = opts
+    return opts
+
+
+def _sample_ids(n, device):
+    key = (n, device)
+    ids = _ARANGE_CACHE.get(key)
+    if ids is None:
+        if len(_ARANGE_CACHE) >= 64:
+            _ARANGE_CACHE.clear()
+        ids = _ARANGE_CACHE[key] = torch.arange(n, device=device)
+    return ids
+
+
+def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, phantom_steps,
+            solver, anderson_m, anderson_lam, divergence_factor, on_diverge, dist_sync):
+    if not callable(fn):
+        raise TypeError(f"picard: fn must be callable, got {type(fn).__name__}")
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"picard: x0 must be a Tensor, got {type(x0).__name__}")
+    if x0.dtype not in _DTYPES:
+        raise TypeError(f"picard: x0 must be float32/float64/float16/bfloat16, got {x0.dtype}")
+    cfg = _Config(**_cached_options(alpha, tol, max_iter, stop, check_every, backward,
+                                    phantom_steps, solver, anderson_m, anderson_lam,
+                                    divergence_factor, on_diverge, dist_sync, x0.device.type))
     if dist_sync and not (torch.distributed.is_available()
                           and torch.distributed.is_initialized()):
         raise RuntimeError("picard: dist_sync=True needs an initialised torch.distributed "
@@ -104,7 +148,7 @@ def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, ph
         if x0.dim() == 0:
             raise ValueError("picard: batch='leading' needs x0 with a leading batch dimension")
         num_samples, leading = x0.shape[0], True
-        batch = torch.arange(num_samples, device=x0.device)
+        batch = _sample_ids(num_samples, x0.device)
     elif isinstance(batch, torch.Tensor):
         if batch.dtype != torch.int64:
             raise TypeError(f"picard: batch must be an int64 Tensor, got {batch.dtype}")
@@ -119,12 +163,8 @@ def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, ph
     else:
         raise TypeError(f"picard: batch must be None, 'leading' or an int64 Tensor, got "
                         f"{type(batch).__name__}")
-    return _Config(alpha=alpha, tol=tol, max_iter=max_iter, stop=stop, batch=batch,
-                   leading=leading, num_samples=num_samples, check_every=check_every,
-                   backward=backward, phantom_steps=phantom_steps, solver=solver,
-                   anderson_m=anderson_m, anderson_lam=anderson_lam,
-                   divergence_factor=divergence_factor, on_diverge=on_diverge,
-                   dist_sync=dist_sync)
+    cfg.batch, cfg.leading, cfg.num_samples = batch, leading, num_samples
+    return cfg
 
 
 def picard(fn, x0, *, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", batch=None,
