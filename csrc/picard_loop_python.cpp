@@ -19,8 +19,8 @@ namespace fastpicard {
 
 void bind_picard_loop(py::module_& m) {
   // c10 errors keep their Python type (torch's own translators live in torch's pybind
-  // internals, not this module's).
-  py::register_exception_translator([](std::exception_ptr p) {
+  // internals, not this module's); local: other extensions' exceptions are not ours to map.
+  py::register_local_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const c10::ValueError& e) {
