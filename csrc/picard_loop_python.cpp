@@ -5,6 +5,7 @@
 // inside a step still go through the dispatcher, so devices and autograd work as before.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // at::Tensor <-> torch.Tensor casters
 
@@ -18,20 +19,12 @@ namespace py = pybind11;
 namespace fastpicard {
 
 void bind_picard_loop(py::module_& m) {
-  // c10 errors keep their Python type (torch's own translators live in torch's pybind
-  // internals, not this module's); local: other extensions' exceptions are not ours to map.
+  // Errors come out as torch's own bindings raise them: c10 errors keep their Python type
+  // (ValueError, torch.OutOfMemoryError, ...), and a Python exception raised inside the
+  // dispatcher (a Triton kernel, a dispatch mode) is restored as itself. Local: other
+  // extensions' exceptions are not ours to map.
   py::register_local_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const c10::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
-    } catch (const c10::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
-    } catch (const c10::IndexError& e) {
-      PyErr_SetString(PyExc_IndexError, e.what_without_backtrace());
-    } catch (const c10::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
-    }
+    if (p) torch::translate_exception_to_python(p);
   });
 
   using Release = py::call_guard<py::gil_scoped_release>;  // check steps may sync a device

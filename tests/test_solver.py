@@ -278,6 +278,39 @@ def test_bad_fn_and_x0():
         picard(lambda x: x, torch.tensor(1.0), batch="leading")
 
 
+def test_divergence_warning_points_at_the_caller():
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        picard(lambda x: 3.0 * x, torch.ones(3), alpha=0.0, divergence_factor=10.0)
+    (m,) = [m for m in w if "diverged" in str(m.message)]
+    assert m.filename == __file__
+
+
+def test_answer_survives_later_solves():
+    # without autograd the loop writes iterates into reused buffers: an answer handed out
+    # must never be one of them once another solve runs
+    f = torch.randn(5, 4, dtype=torch.float64)
+    x1, st1 = picard(lambda x: 0.5 * torch.tanh(x) + f, torch.zeros_like(f), tol=1e-10)
+    keep, trace = x1.clone(), st1.trace.clone()
+    for check_every in (1, 3):
+        picard(lambda x: 0.5 * torch.tanh(x) - f, torch.zeros_like(f), tol=1e-10,
+               check_every=check_every, batch="leading")
+    assert torch.equal(x1, keep) and torch.equal(st1.trace, trace)
+
+
+def test_leading_batch_after_inference_mode():
+    # state created by one solve (sample ids, options) must not carry its mode into the next
+    w = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    with torch.inference_mode():
+        picard(lambda x: 0.5 * x + 1, torch.zeros(3, 4, dtype=torch.float64), batch="leading")
+    x, _ = picard(lambda x: w * x + 1, torch.zeros(3, 4, dtype=torch.float64),
+                  batch="leading", tol=1e-10)
+    x.sum().backward()
+    # x* = 1 / (1 - w) per entry: d(sum x*)/dw = 12 / (1 - w)^2 (unrolled: to ~1e-5)
+    torch.testing.assert_close(w.grad, torch.tensor(12 / 0.25, dtype=torch.float64), rtol=1e-4,
+                               atol=0)
+
+
 def test_public_names():
     assert fastpicard.picard is picard
     assert fastpicard.PicardStats.__name__ == "PicardStats"

@@ -55,6 +55,29 @@ def test_forward_value_is_the_same_in_every_mode():
         torch.testing.assert_close(o.detach(), outs[0].detach(), rtol=0, atol=0)
 
 
+def test_value_is_the_same_in_every_mode_with_a_diverged_sample():
+    # sample 0 blows up (x -> x^2 + 4 from 2: the phantom steps from its rolled-back iterate
+    # overflow), sample 1 converges; every mode returns the same finite value
+    w = torch.tensor([[1.0], [0.2]], dtype=F64, requires_grad=True)
+
+    def fn(x):
+        return torch.where(torch.arange(2)[:, None] == 0, x * x + 4, w * x + 1)
+
+    x0 = torch.full((2, 3), 2.0, dtype=F64)
+    outs = []
+    for m in MODES:
+        with pytest.warns(RuntimeWarning, match="diverged"):
+            x, st = picard(fn, x0, alpha=0.0, batch="leading", max_iter=60, backward=m,
+                           phantom_steps=12)
+        assert st.diverged.tolist() == [True, False]
+        outs.append(x)
+        (g,) = torch.autograd.grad(x[1].sum(), w)
+        assert torch.isfinite(g).all()
+    for o in outs:
+        assert torch.isfinite(o).all()
+        torch.testing.assert_close(o.detach(), outs[0].detach(), rtol=0, atol=0)
+
+
 def test_phantom_error_shrinks_with_steps():
     M, f, w = problem()
     _, gf, _ = analytic(M, f, w)

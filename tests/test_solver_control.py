@@ -196,5 +196,22 @@ def test_picard_loop_refuses_steps_past_max_iter_and_bad_config():
         cpp.step(x0, 1.0)
 
 
+def test_picard_loop_step_passes_python_errors_through():
+    # a Python exception inside the dispatcher (a Triton kernel on CUDA, a dispatch mode)
+    # reaches the caller as itself, not as an empty RuntimeError
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Refuse(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "picard_control_" in str(func):
+                raise KeyError("refused picard_control_")
+            return func(*args, **(kwargs or {}))
+
+    x0 = torch.zeros(3)
+    loop = loop_mod.CppLoop(x0, 0.5, None, 1, False, 1e-30, False, 5, 1e3, 1, True)
+    with Refuse(), pytest.raises(KeyError, match="refused picard_control_"):
+        loop.step(x0, x0 + 1)
+
+
 def test_default_loop_is_cpp():
     assert loop_mod.IMPL == "cpp"

@@ -66,11 +66,15 @@ def implicit(fn, x_star, cfg, stats):
     return _AttachAdjoint.apply(z, x_star, adjoint)
 
 
-def phantom(fn, x_star, cfg):
+def phantom(fn, x_star, cfg, stats):
     y = x_star.detach()
+    # Diverged samples stay frozen at their rolled-back iterate: damped steps of a map that
+    # blew up there would overflow, and 0 * inf in the backward poisons shared parameters.
+    frozen = stats.diverged.to(y.device) if bool(stats.diverged.any()) else None
     with torch.enable_grad():
         for _ in range(cfg.phantom_steps):
-            y = picard_update(y, fn(y), cfg.alpha)[0]
+            y = picard_update(y, fn(y), cfg.alpha, batch=cfg.batch, num_samples=cfg.num_samples,
+                              frozen=frozen)[0]
     if not y.requires_grad:
         return x_star
     return x_star + (y - y.detach())

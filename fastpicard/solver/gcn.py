@@ -93,7 +93,7 @@ def picard_gcn(graph: Graph, x0, weight, *, bias=None, act="relu", negative_slop
         with torch.no_grad():
             x_star, stats = _run(args, cfg)
         x_star = (_backward.implicit(fn, x_star, cfg, stats) if cfg.backward == "implicit"
-                  else _backward.phantom(fn, x_star, cfg))
+                  else _backward.phantom(fn, x_star, cfg, stats))
     return x_star, stats
 
 
@@ -107,5 +107,5 @@ def _run(args, cfg):
         message = _diverge_message(div, cfg.num_samples, steps)
         if cfg.on_diverge == "raise":
             raise DivergenceError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     return x, stats

@@ -60,7 +60,6 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # forward pass with the same options, and between two evaluations of a real fn (cold caches)
 # re-validating cost a few microseconds per iteration of a short solve.
 _OPTIONS_CACHE: dict = {}
-_ARANGE_CACHE: dict = {}  # sample ids for batch="leading", by (count, device); never written
 
 
 def _options(alpha, tol, max_iter, stop, check_every, backward, phantom_steps, solver,
@@ -112,16 +111,6 @@ def _cached_options(*args):
     return opts
 
 
-def _sample_ids(n, device):
-    key = (n, device)
-    ids = _ARANGE_CACHE.get(key)
-    if ids is None:
-        if len(_ARANGE_CACHE) >= 64:
-            _ARANGE_CACHE.clear()
-        ids = _ARANGE_CACHE[key] = torch.arange(n, device=device)
-    return ids
-
-
 def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, phantom_steps,
             solver, anderson_m, anderson_lam, divergence_factor, on_diverge, dist_sync):
     if not callable(fn):
@@ -148,7 +137,7 @@ def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, ph
         if x0.dim() == 0:
             raise ValueError("picard: batch='leading' needs x0 with a leading batch dimension")
         num_samples, leading = x0.shape[0], True
-        batch = _sample_ids(num_samples, x0.device)
+        batch = torch.arange(num_samples, device=x0.device)
     elif isinstance(batch, torch.Tensor):
         if batch.dtype != torch.int64:
             raise TypeError(f"picard: batch must be an int64 Tensor, got {batch.dtype}")
@@ -214,7 +203,7 @@ def picard(fn, x0, *, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", batch=None,
         x_star, stats = solve(fn, x0, cfg)
     if cfg.backward == "implicit":
         return _backward.implicit(fn, x_star, cfg, stats), stats
-    return _backward.phantom(fn, x_star, cfg), stats
+    return _backward.phantom(fn, x_star, cfg, stats), stats
 
 
 # ---------------------------------------------------------------- the loop
@@ -233,11 +222,14 @@ def _all_reduce(counts, device):
     return t.tolist()
 
 
-def _diverge_message(div, S, steps):
+def _diverge_message(div, S, steps, total=None):
+    """``total``: samples diverged on all ranks (dist_sync), when it differs from this rank's."""
     ids = torch.nonzero(div).flatten()[:8].tolist()
-    return (f"picard: {int(div.sum())} of {S} samples diverged (non-finite residual or growth "
-            f"past divergence_factor x its minimum) within {steps} steps; first ids {ids}. "
-            "They return their last iterate before the bad step; see stats.diverged")
+    where = (f" on this rank ({total} on all ranks)" if total is not None
+             and total != int(div.sum()) else "")
+    return (f"picard: {int(div.sum())} of {S} samples diverged{where} (non-finite residual or "
+            f"growth past divergence_factor x its minimum) within {steps} steps; first ids "
+            f"{ids}. They return their last iterate before the bad step; see stats.diverged")
 
 
 def solve(fn, x0, cfg):
@@ -273,13 +265,13 @@ def _solve(fn, x0, cfg):
                     active, n_div_read = _all_reduce([active, n_div_read], x.device)
                 if n_div_read and raise_on_div:
                     _, stats = _finish(loop, x, t0, steps, cfg)
-                    raise DivergenceError(_diverge_message(stats.diverged, S, steps))
+                    raise DivergenceError(_diverge_message(stats.diverged, S, steps, n_div_read))
                 if active == 0 or steps == max_iter:
                     break
             z = fn(x)
     x, stats = _finish(loop, x, t0, steps, cfg)
     if n_div and cfg.on_diverge == "warn":
-        warnings.warn(_diverge_message(stats.diverged, S, steps), RuntimeWarning, stacklevel=3)
+        warnings.warn(_diverge_message(stats.diverged, S, steps), RuntimeWarning, stacklevel=4)
     return x, stats
 
 
