@@ -112,9 +112,10 @@ def test_dropout_unroll_gradient_flows():
 def test_divergence_warns_and_raises():
     graph, _, _, x0 = random_graphs()
     W = 3.0 * torch.eye(x0.shape[1], dtype=F64)
-    with pytest.warns(RuntimeWarning, match="diverged"):
+    with pytest.warns(RuntimeWarning, match="diverged") as record:
         x, st = picard_gcn(graph, x0, W, act="identity", alpha=0.0, tol=1e-9, max_iter=200,
                            divergence_factor=50.0)
+    assert record[0].filename == __file__  # attributed to the caller
     assert st.diverged.any() and torch.isfinite(x).all()
     with pytest.raises(fastpicard.DivergenceError):
         picard_gcn(graph, x0, W, act="identity", alpha=0.0, tol=1e-9, max_iter=200,
