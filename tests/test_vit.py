@@ -201,6 +201,36 @@ def test_state_dict_round_trip():
     assert torch.equal(a(x), b(x))
 
 
+def test_state_dict_round_trip_with_a_submodule_named_model():
+    # the wrapper stores the backbone as "model": a backbone's own "model" child must survive
+    class Backbone(FieldViT):
+        def __init__(self):
+            super().__init__(1, 1, 8, 4, dim=16, depth=1)
+            self.model = nn.Linear(2, 2)
+
+    a, b = IterativeViT(Backbone(), n_iter=2), IterativeViT(Backbone(), n_iter=2)
+    assert "model.weight" in a.state_dict()
+    b.load_state_dict(a.state_dict())
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_unsupported_forward_arguments_are_refused():
+    it = IterativeViT(TimmLike().eval(), n_iter=2)
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(TypeError, match="labels"):
+        it(x, labels=torch.tensor([0]))
+    with pytest.raises(TypeError):
+        it(x, None)  # positional extras would bind to the wrong parameters
+
+
+def test_hf_unsupported_keywords_are_refused():
+    model = hf_model("ViTForImageClassification")
+    it = IterativeViT(model, n_iter=2)
+    with pytest.raises(TypeError, match="output_attentions"):
+        it(torch.randn(1, 3, 16, 16), output_attentions=True)
+
+
 def test_bad_arguments():
     vit = FieldViT(1, 1, 8, 4, dim=16, depth=1)
     for n in (0, -1, 1.5):

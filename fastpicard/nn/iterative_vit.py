@@ -21,6 +21,7 @@ class _Adapter:
     """How to get tokens in, the block stack, and the output out of one backbone family."""
 
     kind = ""
+    keywords: tuple | None = ()  # forward keywords it understands (None: passed through)
 
     def __init__(self, model):
         self.model = model
@@ -31,6 +32,7 @@ class _Adapter:
 
 class _Protocol(_Adapter):  # FieldViT and anything exposing embed / blocks / decode
     kind = "embed/decode"
+    keywords = None  # the module's own embed() checks them
 
     def embed(self, x, **kw):
         return self.model.embed(x, **kw)
@@ -60,6 +62,7 @@ class _Timm(_Adapter):  # timm.models.vision_transformer.VisionTransformer
 
 class _HF(_Adapter):  # transformers ViTModel / ViTForImageClassification
     kind = "transformers"
+    keywords = ("labels", "bool_masked_pos", "interpolate_pos_encoding")
 
     def __init__(self, model):
         super().__init__(model)
@@ -149,8 +152,14 @@ class IterativeViT(nn.Module):
             tokens = out[0] if isinstance(out, tuple) else out
         return tokens
 
-    def forward(self, x, *args, **kwargs):
-        tokens = self._adapter.embed(x, *args, **kwargs)
+    def forward(self, x, **kwargs):
+        allowed = self._adapter.keywords
+        if allowed is not None:
+            unknown = sorted(set(kwargs) - set(allowed))
+            if unknown:
+                raise TypeError(f"IterativeViT ({self.backbone}): unsupported keyword(s) "
+                                f"{unknown}; supported: {list(allowed)}")
+        tokens = self._adapter.embed(x, **kwargs)
         tokens, self.last_stats = iterate(
             self.operator, tokens, alpha=self.lam, tol=self.tol, max_iter=self.n_iter,
             batch="leading", opts=self.solver_opts)
@@ -164,6 +173,7 @@ def _strip_prefix(module, state_dict, prefix, local_metadata):
 
 def _add_prefix(module, state_dict, prefix, local_metadata, strict, missing_keys,
                 unexpected_keys, error_msgs):
-    for key in [k for k in state_dict if k.startswith(prefix)
-                and not k.startswith(prefix + _PREFIX)]:
+    # state_dict() stripped "model." from every key under prefix: restore it on all of them
+    # (also on keys that start with "model." themselves, i.e. a submodule named model)
+    for key in [k for k in state_dict if k.startswith(prefix)]:
         state_dict[prefix + _PREFIX + key[len(prefix):]] = state_dict.pop(key)
