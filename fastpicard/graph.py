@@ -69,7 +69,8 @@ class Graph:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes=None, *, edge_weight=None, norm="gcn",
-                        add_self_loops=True, batch=None, num_graphs=None) -> "Graph":
+                        add_self_loops=True, batch=None, num_graphs=None,
+                        dtype=None) -> "Graph":
         """Graph from a PyG-style ``edge_index`` [2, E] (row 0 sources, row 1 targets).
 
         Args:
@@ -81,7 +82,13 @@ class Graph:
                 ``add_remaining_self_loops``).
             batch: optional int64 [num_nodes] graph id of each node.
             num_graphs: number of graphs in ``batch`` (default: largest id + 1).
+            dtype: dtype of the normalised weights: None keeps float32 (float64 when
+                edge_weight is float64); pass torch.float64 for float64 models, whose
+                kernels would otherwise use weights rounded to float32.
         """
+        if dtype not in (None, torch.float32, torch.float64):
+            raise TypeError(f"Graph: dtype must be None, torch.float32 or torch.float64, got "
+                            f"{dtype}")
         if not isinstance(edge_index, torch.Tensor):
             raise TypeError(f"Graph: edge_index must be a Tensor, got {type(edge_index).__name__}")
         if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or \
@@ -124,7 +131,9 @@ class Graph:
                                  f"on {edge_index.device}")
             if not bool(torch.isfinite(edge_weight).all()):
                 raise ValueError("Graph: edge_weight contains NaN or Inf")
-            if edge_weight.dtype != torch.float64:
+            if dtype is not None:
+                edge_weight = edge_weight.to(dtype)
+            elif edge_weight.dtype != torch.float64:
                 edge_weight = edge_weight.float()
         batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, edge_index.device)
 
@@ -133,7 +142,7 @@ class Graph:
         if add_self_loops:
             src, dst, weight = _add_remaining_self_loops(src, dst, weight, num_nodes)
         if weight is None and norm != "sum":
-            weight = torch.ones(src.shape[0], dtype=torch.float32, device=src.device)
+            weight = torch.ones(src.shape[0], dtype=dtype or torch.float32, device=src.device)
         if norm == "gcn":
             deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
             deg = deg.scatter_add(0, dst, weight)
@@ -168,6 +177,10 @@ class Graph:
             adj = adj.coalesce()
             rows, colidx = adj.indices()
             values = adj.values()
+        if not values.dtype.is_floating_point:  # a 0/1 (int or bool) adjacency: unit weights
+            if values.dtype.is_complex:
+                raise TypeError(f"Graph: adj must have real values, got {values.dtype}")
+            values = values.float()
         edge_index = torch.stack([colidx, rows])
         return cls.from_edge_index(edge_index, adj.shape[0], edge_weight=values, norm=norm,
                                    add_self_loops=add_self_loops, batch=batch,

@@ -136,6 +136,26 @@ def test_from_pyg_data_and_batch():
     assert torch.equal(g.weight.sort().values, weighted.edge_weight.sort().values)
 
 
+@pytest.mark.parametrize("vdtype", [torch.int64, torch.bool])
+def test_from_sparse_integer_adjacency(vdtype):
+    # a 0/1 adjacency stored as int or bool: unit weights
+    dense_adj = (torch.rand(7, 7, generator=torch.Generator().manual_seed(2)) < 0.4)
+    h = torch.randn(7, 3)
+    for adj in (dense_adj.to(vdtype).to_sparse_csr(), dense_adj.to(vdtype).to_sparse()):
+        g = Graph.from_sparse(adj)
+        torch.testing.assert_close(spmm(g, h), dense_adj.float() @ h)
+
+
+def test_weight_dtype():
+    ei = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    assert Graph.from_edge_index(ei, 3).weight.dtype == torch.float32
+    g64 = Graph.from_edge_index(ei, 3, dtype=torch.float64)
+    assert g64.weight.dtype == torch.float64 and g64.t_weight.dtype == torch.float64
+    torch.testing.assert_close(g64.weight.float(), Graph.from_edge_index(ei, 3).weight)
+    with pytest.raises(TypeError, match="dtype"):
+        Graph.from_edge_index(ei, 3, dtype=torch.float16)
+
+
 def test_from_sparse_tensor_duck_typed():
     # torch_sparse has no wheels here; any object with its coo()/sparse_sizes() API works
     gen = torch.Generator().manual_seed(5)

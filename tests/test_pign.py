@@ -144,10 +144,36 @@ def test_fused_choice():
     assert not PIGN(4, 8, 2, act=torch.sin).uses_fused_path  # a callable act: PyG path
     assert not PIGN(4, 8, 2, conv=pyg_nn.GCNConv(8, 8, improved=True)).uses_fused_path
     assert not PIGN(4, 8, 2, conv="sage").uses_fused_path
+    # GCNConv variants the fused step does not compute
+    for kw in (dict(flow="target_to_source"), dict(aggr="mean"), dict(aggr="max")):
+        assert not PIGN(4, 8, 2, conv=pyg_nn.GCNConv(8, 8, **kw)).uses_fused_path, kw
+    lazy = PIGN(4, 8, 2, conv=pyg_nn.GCNConv(-1, 8))
+    assert not lazy.uses_fused_path  # weight not materialised yet
+    x, ei, _ = toy_graph(f=4)
+    lazy(x, ei)
     with pytest.raises(ValueError, match="fused=True"):
         PIGN(4, 8, 2, conv="gat", fused=True)
     with pytest.raises(TypeError, match="fused"):
         PIGN(4, 8, 2, fused="yes")
+
+
+def test_fused_float64_matches_pyg_path_closely():
+    # float64 models get float64 graph weights (PyG's gcn_norm works in x's dtype)
+    x, ei, _ = toy_graph()
+    fused, plain = _fused_pair(dropout=0.0)
+    fused, plain, x = fused.double().eval(), plain.double().eval(), x.double()
+    torch.testing.assert_close(fused(x, ei), plain(x, ei), rtol=1e-12, atol=1e-12)
+    assert fused._graph_cache[2].weight.dtype == torch.float64
+
+
+def test_inference_mode_edge_index():
+    x, ei, _ = toy_graph()
+    model = PIGN(6, 8, 3).eval()
+    expected = model(x, ei)
+    with torch.inference_mode():
+        ei_inf = ei.clone()  # an inference tensor: no version counter
+        torch.testing.assert_close(model(x, ei_inf), expected, rtol=0, atol=0)
+        torch.testing.assert_close(model(x, ei_inf), expected, rtol=0, atol=0)
 
 
 def test_eval_max_iter():

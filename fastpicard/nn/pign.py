@@ -73,7 +73,9 @@ def fusable_gcn(conv: nn.Module) -> bool:
     except ImportError:
         return False
     return (type(conv) is GCNConv and conv.normalize and not conv.improved
-            and conv.add_self_loops and getattr(conv.lin, "bias", None) is None)
+            and conv.add_self_loops and getattr(conv.lin, "bias", None) is None
+            and conv.flow == "source_to_target" and conv.aggr == "add"
+            and not isinstance(conv.lin.weight, nn.parameter.UninitializedParameter))
 
 
 def _widths(conv: nn.Module):
@@ -173,21 +175,27 @@ class PIGN(nn.Module):
     def uses_fused_path(self) -> bool:
         return self.fused is not False and self._can_fuse()
 
-    def _graph(self, edge_index, num_nodes: int):
+    def _graph(self, edge_index, num_nodes: int, dtype: torch.dtype):
         """The fastpicard.Graph of edge_index, built once and reused while the same tensor
-        (same object, unmodified) comes back, as PyG's ``cached=True`` does."""
+        (same object, unmodified) comes back, as PyG's ``cached=True`` does. Weights in
+        float64 for float64 features. An inference tensor has no version counter to tell an
+        in-place edit: its Graph is built anew each call."""
         graph_cls = _graph_api()[0]
         if isinstance(edge_index, graph_cls):
             if edge_index.num_nodes != num_nodes:
                 raise ValueError(f"PIGN: the Graph has {edge_index.num_nodes} nodes but x has "
                                  f"{num_nodes} rows")
             return edge_index
+        wdtype = torch.float64 if dtype == torch.float64 else torch.float32
+        trackable = isinstance(edge_index, torch.Tensor) and not edge_index.is_inference()
         ref, version, graph = self._graph_cache
-        if ref is not None and ref() is edge_index and version == edge_index._version and \
-                graph.num_nodes == num_nodes:
+        if trackable and ref is not None and ref() is edge_index and \
+                version == edge_index._version and graph.num_nodes == num_nodes and \
+                graph.weight.dtype == wdtype:
             return graph
-        graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn")
-        self._graph_cache = (weakref.ref(edge_index), edge_index._version, graph)
+        graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
+        if trackable:
+            self._graph_cache = (weakref.ref(edge_index), edge_index._version, graph)
         return graph
 
     def _act(self, x):
@@ -206,7 +214,7 @@ class PIGN(nn.Module):
         n_iter = self.max_iter if self.training or self.eval_max_iter is None \
             else self.eval_max_iter
         if self.uses_fused_path:
-            graph = self._graph(edge_index, x.shape[0])
+            graph = self._graph(edge_index, x.shape[0], h.dtype)
             if batch is None:  # a batched Graph carries its own graph ids
                 batch = graph.batch
             step = self._fused_step(graph, batch)
@@ -229,8 +237,12 @@ class PIGN(nn.Module):
         spmm_update = _graph_api()[1]
         weight, bias = self.conv.lin.weight, self.conv.bias
         p = self.dropout if self.training else 0.0
-        kw = {} if batch is None else dict(batch=batch, num_samples=int(batch.max()) + 1
-                                           if batch.numel() else 0)
+        if batch is None:
+            kw = {}
+        elif batch is graph.batch:  # the Graph knows its count: no device read
+            kw = dict(batch=batch, num_samples=graph.num_graphs)
+        else:
+            kw = dict(batch=batch, num_samples=int(batch.max()) + 1 if batch.numel() else 0)
 
         def step(z):
             return spmm_update(graph, F.linear(z, weight), z, self.alpha, bias=bias,
