@@ -3,6 +3,7 @@ from . import _ext
 from . import datasets, nn, ops
 from .contraction import contractive, jacobian_penalty, lipschitz_estimate
 from .graph import Graph
+from .ops import higher_order_grads
 from .solver import DivergenceError, PicardStats, picard, picard_gcn
 
 __version__ = "0.1.0"
@@ -10,7 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ops", "__version__", "extension_available",
     "picard", "picard_gcn", "PicardStats", "DivergenceError",
-    "contractive", "lipschitz_estimate", "jacobian_penalty",
+    "contractive", "lipschitz_estimate", "jacobian_penalty", "higher_order_grads",
     "Graph", "datasets", "nn",
 ]
 

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .ops._backend import higher_order_grads
+
 __all__ = ["contractive", "lipschitz_estimate", "jacobian_penalty"]
 
 
@@ -119,6 +121,11 @@ def lipschitz_estimate(fn, x: torch.Tensor, *, n_iter: int = 30, rtol: float = 1
     _check_fn_x("lipschitz_estimate", fn, x)
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
         raise ValueError(f"lipschitz_estimate: n_iter must be an int >= 1, got {n_iter}")
+    with higher_order_grads():  # the JVP fallback differentiates a VJP
+        return _lipschitz(fn, x, n_iter, rtol, seed)
+
+
+def _lipschitz(fn, x, n_iter, rtol, seed):
     x = x.detach()
     g = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(x.shape, generator=g, dtype=torch.float64).to(x)
@@ -150,7 +157,7 @@ def jacobian_penalty(fn, x: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
     _check_fn_x("jacobian_penalty", fn, x)
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"jacobian_penalty: n_samples must be an int >= 1, got {n_samples}")
-    with torch.enable_grad():
+    with torch.enable_grad(), higher_order_grads():  # the penalty's own backward is 2nd order
         xr = x if x.requires_grad else x.detach().requires_grad_()
         z = fn(xr)
         total = z.new_zeros(())

@@ -2,7 +2,9 @@
 (C++ on CPU, Triton on CUDA); ``backend=`` overrides it for tests and benchmarks."""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import torch
 
@@ -23,10 +25,38 @@ def triton_available() -> bool:
     return True
 
 
+# Ops whose compiled backward is first-order only (a dedicated backward kernel): inside
+# higher_order_grads() they run on their pure-torch reference, differentiable to any order.
+FIRST_ORDER_OPS = ("spmm", "spmm_update")
+_state = threading.local()
+
+
+def higher_order_enabled() -> bool:
+    return getattr(_state, "higher_order", False)
+
+
+@contextlib.contextmanager
+def higher_order_grads(enabled: bool = True):
+    """Within this context (this thread), the graph ops ``spmm`` and ``spmm_update`` (and
+    ``picard_gcn``) run on their pure-torch references, so gradients through them can be
+    differentiated again (``create_graph=True``: Jacobian penalties, Hessian-vector products,
+    double-VJP JVPs). Their compiled backward kernels are first-order only and refuse to build
+    a graph. :func:`fastpicard.jacobian_penalty` and :func:`fastpicard.lipschitz_estimate`
+    enter it themselves. An explicit ``backend=`` argument still wins."""
+    before = higher_order_enabled()
+    _state.higher_order = bool(enabled)
+    try:
+        yield
+    finally:
+        _state.higher_order = before
+
+
 def resolve(backend: str | None, device: torch.device, op: str) -> str:
     """Returns "dispatch" (call torch.ops and let the dispatcher choose), "triton-direct"
     (launch the Triton kernel on CPU tensors through the interpreter) or "reference"."""
     if backend is None:
+        if op in FIRST_ORDER_OPS and higher_order_enabled():
+            return "reference"
         return "dispatch" if _ext.available else "reference"
     if backend not in BACKENDS:
         raise ValueError(f"{op}: backend must be one of {BACKENDS} or None, got {backend!r}")

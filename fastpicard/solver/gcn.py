@@ -10,6 +10,7 @@ import torch
 
 from .. import _ext
 from ..graph import Graph
+from ..ops import _backend
 from ..ops.spmm import check_features, check_graph, graph_tensors
 from ..ops.spmm_update import ACTS, spmm_update
 from . import backward as _backward
@@ -73,7 +74,9 @@ def picard_gcn(graph: Graph, x0, weight, *, bias=None, act="relu", negative_slop
         return spmm_update(graph, x @ weight, x, 0.0, bias=bias, act=act,
                            negative_slope=negative_slope, dropout=dropout)[0]
 
-    if not _ext.available:  # pure-torch fallback: the generic solver on the same T
+    # pure-torch fallback (no extension, or higher_order_grads(): the C++ loop's graph kernels
+    # are first-order only): the generic solver on the same T
+    if not _ext.available or _backend.higher_order_enabled():
         return picard(fn, x0, alpha=alpha, tol=tol, max_iter=max_iter, stop=stop,
                       batch=graph.batch, check_every=check_every, backward=backward,
                       phantom_steps=phantom_steps, divergence_factor=divergence_factor,
