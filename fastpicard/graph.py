@@ -27,6 +27,12 @@ _NORMS = ("gcn", "mean", "sum")
 _INT32_MAX = 2**31 - 1
 
 
+def _version(t):
+    """t's version counter (bumped by in-place edits); None for inference tensors, which have
+    none (their transposed copy is then never refreshed)."""
+    return None if t is None or t.is_inference() else t._version
+
+
 class Graph:
     """CSR (+ transposed CSR) of a normalised adjacency; see the module docstring.
 
@@ -43,7 +49,7 @@ class Graph:
     """
 
     __slots__ = ("num_nodes", "rowptr", "col", "_weight", "t_rowptr", "t_col", "t_perm",
-                 "_t_weight", "batch", "num_graphs", "norm")
+                 "_t_weight", "_t_version", "batch", "num_graphs", "norm")
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
                  num_graphs=1, norm="sum"):
@@ -61,9 +67,14 @@ class Graph:
     def weight(self, w):
         self._weight = w
         self._t_weight = None if w is None else w.detach()[self.t_perm.long()]
+        self._t_version = _version(w)
 
     @property
     def t_weight(self):
+        # in step with in-place edits of weight too (an optimizer step on learnable weights)
+        w = self._weight
+        if w is not None and _version(w) != self._t_version:
+            self.weight = w
         return self._t_weight
 
     # ------------------------------------------------------------------ constructors

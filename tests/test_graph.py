@@ -156,6 +156,28 @@ def test_weight_dtype():
         Graph.from_edge_index(ei, 3, dtype=torch.float16)
 
 
+def test_learnable_weights_after_an_optimizer_step():
+    # the backward reads transposed weights cached on the Graph: they must follow in-place
+    # updates of the weights (an optimizer step), or grad h uses stale weights
+    g = torch.Generator().manual_seed(0)
+    ei = torch.randint(0, 10, (2, 30), generator=g)
+    graph = Graph.from_edge_index(ei, 10, edge_weight=torch.rand(30, generator=g,
+                                                                 dtype=torch.float64),
+                                  norm="sum", add_self_loops=False)
+    p = torch.nn.Parameter(graph.weight.clone())
+    graph.weight = p
+    opt = torch.optim.SGD([p], lr=0.5)
+    h = torch.randn(10, 3, dtype=torch.float64, requires_grad=True)
+    for _ in range(3):
+        spmm(graph, h).square().sum().backward()
+        h_ref = h.detach().clone().requires_grad_()
+        spmm(graph, h_ref, backend="reference").square().sum().backward()
+        torch.testing.assert_close(h.grad, h_ref.grad)
+        h.grad = None
+        opt.step()
+        opt.zero_grad()
+
+
 def test_from_sparse_tensor_duck_typed():
     # torch_sparse has no wheels here; any object with its coo()/sparse_sizes() API works
     gen = torch.Generator().manual_seed(5)
