@@ -72,8 +72,11 @@ class Graph:
     @property
     def t_weight(self):
         # in step with in-place edits of weight too (an optimizer step on learnable weights)
+        # (not while torch.compile traces: it cannot read version counters; refresh by
+        # assigning graph.weight again after an in-place edit there)
         w = self._weight
-        if w is not None and _version(w) != self._t_version:
+        if w is not None and not torch.compiler.is_compiling() and \
+                _version(w) != self._t_version:
             self.weight = w
         return self._t_weight
 
