@@ -165,3 +165,15 @@ def test_bad_arguments():
     field = ANIE(1, width=16, heads=2, patch_size=3)
     with pytest.raises(ValueError, match="divide"):
         field(torch.randn(1, 1, 8, 9), torch.linspace(0, 1, 2))
+
+
+def test_galerkin_attention_many_tokens_in_half_precision():
+    # the 1/n of Galerkin attention comes before the sum over tokens: an fp16 sum of 70k
+    # tokens would overflow (a 64x64 field with 17 time steps has that many)
+    torch.manual_seed(0)
+    att = Attention(8, heads=1, kind="galerkin")
+    x = torch.ones(1, 70_000, 8) + 0.1 * torch.randn(1, 70_000, 8)
+    ref = att(x)
+    out = att.half()(x.half())
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)

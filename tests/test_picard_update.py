@@ -272,6 +272,42 @@ def test_out_refuses_grad():
         picard_update(x, torch.randn(4), 0.5, out=torch.empty(4))
 
 
+def test_out_into_a_leaf_that_requires_grad_is_refused():
+    w = torch.zeros(4, requires_grad=True)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        picard_update(torch.randn(4), torch.randn(4), 0.5, out=w)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_out_partly_overlapping_an_input_is_refused(backend):
+    buf = torch.arange(10.0)
+    before = buf.clone()
+    for x, z, out in ((buf[:-1], torch.zeros(9), buf[1:]), (torch.zeros(9), buf[1:], buf[:-1])):
+        with pytest.raises(ValueError, match="overlaps"):
+            picard_update(x, z, 0.5, out=out, backend=backend)
+    assert torch.equal(buf, before)  # nothing written
+    # exactly in place stays allowed
+    x, z = torch.randn(6, 3), torch.randn(6, 3)
+    expected = 0.25 * x + 0.75 * z
+    picard_update(x, z, 0.25, out=x, backend=backend)
+    torch.testing.assert_close(x, expected)
+
+
+@pytest.mark.skipif(not fastpicard.extension_available(), reason="needs the compiled extension")
+def test_out_op_refuses_partial_overlap_and_bumps_the_version():
+    buf = torch.arange(10.0)
+    with pytest.raises(RuntimeError, match="single memory location|overlap"):
+        torch.ops.fastpicard.picard_update_out(buf[:-1], torch.zeros(9), 0.5, None, 1, None,
+                                               False, buf[1:])
+    # autograd notices that a tensor it saved was overwritten through out=
+    x, a = torch.randn(5), torch.randn(5, requires_grad=True)
+    y = (a * x).sum()
+    with torch.no_grad():
+        picard_update(x, torch.zeros(5), 0.5, out=x)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
 def test_triton_backend_needs_interpreter_on_cpu(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")

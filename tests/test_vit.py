@@ -245,6 +245,10 @@ def test_bad_arguments():
         IterativeViT(vit, anderson=True)
     with pytest.raises(ValueError, match="needs a tolerance"):
         IterativeViT(vit, solver="anderson")
+    for key, value in (("stop", "rel"), ("check_every", 2), ("phantom_steps", 3)):
+        with pytest.raises(ValueError, match=key):  # ignored without a tolerance: refused
+            IterativeViT(vit, **{key: value})
+    IterativeViT(vit, tol=1e-4, stop="rel", check_every=2)
     with pytest.raises(TypeError, match="do not know how to iterate"):
         IterativeViT(nn.Linear(3, 3))
     with pytest.raises(TypeError, match="nn.Module"):

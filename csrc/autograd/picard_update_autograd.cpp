@@ -3,6 +3,7 @@
 // res and norm are loop-control outputs and are marked non-differentiable.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 namespace fastpicard {
@@ -63,10 +64,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> picard_update_autograd(
   return {r[0], r[1], r[2]};
 }
 
+// picard_update_out writes out in place: bump its version counter, so autograd refuses a
+// backward that saved the overwritten tensor (as for torch's own out= ops).
+std::tuple<at::Tensor, at::Tensor> picard_update_out_inplace(
+    const at::Tensor& x, const at::Tensor& z, double alpha,
+    const c10::optional<at::Tensor>& batch, int64_t num_samples,
+    const c10::optional<at::Tensor>& frozen, bool return_norm, at::Tensor& out) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fastpicard::picard_update_out", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, double,
+                           const c10::optional<at::Tensor>&, int64_t,
+                           const c10::optional<at::Tensor>&, bool, at::Tensor&)>();
+  std::tuple<at::Tensor, at::Tensor> r;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    r = op.call(x, z, alpha, batch, num_samples, frozen, return_norm, out);
+  }
+  torch::autograd::impl::bump_version(out);
+  return r;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, Autograd, m) {
   m.impl("picard_update", &picard_update_autograd);
+}
+
+TORCH_LIBRARY_IMPL(fastpicard, ADInplaceOrView, m) {
+  m.impl("picard_update_out", &picard_update_out_inplace);
 }
 
 }  // namespace fastpicard

@@ -5,6 +5,7 @@
 // in a fixed order, so results do not depend on the thread count.
 #include <torch/library.h>
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 
 #include <cmath>
 #include <vector>
@@ -124,6 +125,10 @@ std::tuple<at::Tensor, at::Tensor> picard_update_out_cpu(
                     out.scalar_type());
   TORCH_CHECK_VALUE(out.is_contiguous(), "picard_update: out must be contiguous");
   const at::Tensor x = x_in.contiguous(), z = z_in.contiguous();
+  // out may be x or z itself (each element is read before it is written), never a shifted
+  // view of them (a non-contiguous input was copied above)
+  at::assert_no_partial_overlap(out, x);
+  at::assert_no_partial_overlap(out, z);
   c10::optional<at::Tensor> batch, frozen;
   if (batch_in.has_value()) {
     batch = batch_in->contiguous();

@@ -24,6 +24,9 @@ import torch
 from ..ops import picard_update
 
 _FIXED_OK = {"backward": ("unroll",), "solver": ("picard",)}
+# options that only steer an early-exit solve: with tol=None they would be ignored
+_TOL_ONLY = ("stop", "check_every", "phantom_steps", "anderson_m", "anderson_lam",
+             "divergence_factor")
 _RESERVED = ("alpha", "tol", "max_iter", "batch")  # the modules' own arguments
 
 
@@ -39,6 +42,10 @@ def check_solver_opts(owner: str, opts: dict, tol) -> dict:
                             "through solver options")
         if key not in params or params[key].kind is not inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(f"{owner}: unknown solver option {key!r}")
+        if tol is None and key in _TOL_ONLY:
+            raise ValueError(f"{owner}: solver option {key!r} only applies with a tolerance "
+                             "(tol=<float>); with tol=None the module runs a fixed number of "
+                             "iterations")
         if tol is None and key in _FIXED_OK and value not in _FIXED_OK[key]:
             raise ValueError(f"{owner}: {key}={value!r} needs a tolerance (tol=<float>): with "
                              "tol=None the module runs the fixed schedule of the paper and "

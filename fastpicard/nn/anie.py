@@ -92,7 +92,7 @@ class ANIE(nn.Module):
 
     def operator(self, y: torch.Tensor, t_grid: torch.Tensor) -> torch.Tensor:
         """T(y): the integral term, same shape as y ([B, T, C] or [B, T, C, H, W])."""
-        t = t_grid.to(y.dtype).expand(y.shape[0], y.shape[1])
+        t = t_grid.to(device=y.device, dtype=y.dtype).expand(y.shape[0], y.shape[1])
         return self._t_points(y, t) if self.patch_size is None else self._t_field(y, t)
 
     # ------------------------------------------------------------ solve y = f + T(y)

@@ -42,7 +42,8 @@ class Attention(nn.Module):
             hd = d // self.heads
             k = F.layer_norm(k, (hd,)) * self.k_weight + self.k_bias
             v = F.layer_norm(v, (hd,)) * self.v_weight + self.v_bias
-            ctx = k.transpose(-2, -1) @ v / n  # [b, heads, hd, hd]
+            # 1/n before the sum over tokens: in fp16 the raw sum overflows at ~65k tokens
+            ctx = (k / n).transpose(-2, -1) @ v  # [b, heads, hd, hd]
             out = F.dropout(q @ ctx, self.dropout, self.training)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 

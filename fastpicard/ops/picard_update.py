@@ -113,6 +113,26 @@ class _TritonDirect(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------- public API
+def _extent(t):
+    """[first, last] byte addresses t's elements occupy (None when empty)."""
+    if t.numel() == 0:
+        return None
+    span = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+    lo = t.data_ptr() + t.element_size() * sum(
+        (n - 1) * st for n, st in zip(t.shape, t.stride()) if st < 0)
+    return lo, lo + (span + 1) * t.element_size() - 1
+
+
+def _partial_overlap(out, t):
+    """out and t share memory without being the same view (conservatively: their address
+    ranges intersect)."""
+    if t.device != out.device or (t.data_ptr() == out.data_ptr() and t.shape == out.shape
+                                  and t.stride() == out.stride()):
+        return False
+    a, b = _extent(out), _extent(t)
+    return a is not None and b is not None and a[0] <= b[1] and b[0] <= a[1]
+
+
 def _check(x, z, alpha, batch, num_samples, frozen, out):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"picard_update: x must be a Tensor, got {type(x).__name__}")
@@ -160,9 +180,13 @@ def _check(x, z, alpha, batch, num_samples, frozen, out):
                              f"dtype {out.dtype}, device {out.device}")
         if not out.is_contiguous():
             raise ValueError("picard_update: out must be contiguous")
-        if torch.is_grad_enabled() and (x.requires_grad or z.requires_grad):
+        if torch.is_grad_enabled() and (x.requires_grad or z.requires_grad or out.requires_grad):
             raise RuntimeError("picard_update: out= writes in place and is not differentiable; "
                                "call it under torch.no_grad() or drop out=")
+        for name, t in (("x", x), ("z", z)):
+            if _partial_overlap(out, t):
+                raise ValueError(f"picard_update: out overlaps {name} partly; it may be {name} "
+                                 "itself (in place) or memory of its own")
 
 
 def _check_ids(batch, num_samples, route):
