@@ -217,7 +217,10 @@ def picard_update(x, z, alpha, *, batch=None, num_samples=None, frozen=None, ret
 
     Returns:
         ``(x_new, res)`` or ``(x_new, res, norm)``. ``res = ||x_new - x||_2`` per sample, shape
-        [num_samples] (accumulated in float32; float64 for float64 data). ``res`` and ``norm``
+        [num_samples] (accumulated in float32; float64 for float64 data). For float16/bfloat16
+        data ``res`` and ``norm`` use the update before it is rounded to the storage dtype, so
+        an update that rounds back to x still reports its (sub-resolution) step: a tolerance
+        below the dtype's resolution is then not reached. ``res`` and ``norm``
         are for loop control and carry no gradient; ``x_new`` is differentiable in x and z.
         Non-finite inputs give a non-finite residual, never a hidden one.
     """
