@@ -5,6 +5,13 @@ transformer over space-time tokens: each token carries the current solution on o
 (and one spatial patch) plus its coordinates, and attention over all tokens acts as the integral
 operator ``∫ K(s, t, y(t)) dt``. ``f`` is the initial condition lifted over the time grid.
 The equation is solved with the smoothed Picard iteration through ``fastpicard.picard``.
+
+Differences from the authors' solver (emazap7/ANIE): this returns the smoothed iterate after
+``max_iter`` applications of T (theirs returns ``f + T(y)`` after one more), T has no residual
+connection of its own, and gradients flow through every iteration (``backward="unroll"``;
+theirs detaches the input of each iteration by default — ``backward="phantom"`` or
+``"implicit"`` with a ``tol`` are the cheap alternatives here). Attention weighs time points
+equally (1/n), whatever the grid spacing.
 """
 from __future__ import annotations
 
