@@ -2,6 +2,7 @@
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/Optional.h>
 
 #include <algorithm>
@@ -100,6 +101,16 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
 // Per-sample ids (int64, one per row) must lie in [0, num_samples). Checked before any output
 // is written, so an error never leaves an in-place update half done.
 void check_batch_ids(const at::Tensor& batch, int64_t num_samples, const char* name);
+
+// For backward kernels that are first-order only (their outputs have no graph of their own):
+// a create_graph=True backward would silently drop every second-order term, so refuse it.
+inline void check_first_order_backward(const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), "fastpicard.", op,
+              ": its compiled backward is first-order only, but this backward was asked to "
+              "build a graph (create_graph=True). Run the forward inside `with "
+              "fastpicard.higher_order_grads():` (pure-torch kernels, differentiable to any "
+              "order), or pass backend='reference'.");
+}
 
 // Residual / norm outputs: float32, or float64 when the data is float64.
 inline at::ScalarType stat_dtype(at::ScalarType t) {

@@ -56,3 +56,19 @@ def assert_close(actual, expected, dtype=None, **kw):
     tol = dict(TOL[dtype or actual.dtype])
     tol.update(kw)
     torch.testing.assert_close(actual.to(expected.dtype), expected, **tol, equal_nan=True)
+
+
+def adam_losses(model, loss_fn, steps, lr=3e-3, after_backward=None):
+    """Trains model for ``steps`` Adam steps on ``loss_fn()``; returns the losses.
+    ``after_backward()``, when given, runs between backward and the optimizer step."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses

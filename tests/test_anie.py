@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fastpicard.nn import ANIE, Attention
+from helpers import adam_losses
 
 F64 = torch.float64
 
@@ -82,14 +83,7 @@ def test_trains_on_decay():
     y0, t, target = decay_problem(16, 6)
     torch.manual_seed(0)
     m = ANIE(2, width=32, heads=4, depth=1)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = F.mse_loss(m(y0, t), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(m, lambda: F.mse_loss(m(y0, t), target), 30)
     assert losses[-1] < 0.3 * losses[0], losses
 
 
@@ -102,14 +96,7 @@ def test_field_trains():
     target = torch.stack([x0 + (blur - x0) * float(s) for s in t], 1)
     torch.manual_seed(0)
     m = ANIE(1, width=32, heads=4, depth=1, patch_size=2, attention="softmax")
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        loss = F.mse_loss(m(x0, t), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(m, lambda: F.mse_loss(m(x0, t), target), 30)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 import fastpicard
 from fastpicard.nn import PIGN, GCNLayer
+from helpers import adam_losses
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 
@@ -34,16 +35,7 @@ def plain_pign(model, x, ei, n_iter):
 
 
 def train_losses(model, x, ei, y, steps=25, lr=0.02):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        model.train()
-        loss = F.cross_entropy(model(x, ei), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return adam_losses(model, lambda: F.cross_entropy(model.train()(x, ei), y), steps, lr)
 
 
 @pytest.mark.parametrize("conv", ["gcn", "gat", "sage", "instance"])

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastpicard.nn import FieldViT, IterativeViT
+from helpers import adam_losses
 
 
 def hf_config():
@@ -73,14 +74,7 @@ def test_hf_classifier_trains_with_labels():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 16, 16, generator=g)
     y = torch.arange(8) % 5
-    opt = torch.optim.Adam(it.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = it(x, labels=y).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = adam_losses(it, lambda: it(x, labels=y).loss, 15)
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -180,15 +174,10 @@ def test_field_vit_trains_masked_reconstruction(mode):
     u = smooth_fields(16, 0)
     mask = (torch.rand(u.shape, generator=torch.Generator().manual_seed(1)) < 0.5).float()
     inp = torch.cat([u * mask, mask], 1)
-    opt = torch.optim.Adam(it.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = F.mse_loss(it(inp), u)
-        opt.zero_grad()
-        loss.backward()
+    def grads_finite():
         assert all(torch.isfinite(p.grad).all() for p in it.parameters() if p.grad is not None)
-        opt.step()
-        losses.append(float(loss.detach()))
+
+    losses = adam_losses(it, lambda: F.mse_loss(it(inp), u), 25, after_backward=grads_finite)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

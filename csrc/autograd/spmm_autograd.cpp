@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "common.h"
+
 namespace fastpicard {
 namespace {
 
@@ -52,13 +54,7 @@ class Spmm : public torch::autograd::Function<Spmm> {
     variable_list result(kNumArgs);
     const at::Tensor& g = grads[0];
     if (!g.defined()) return result;
-    // The backward kernel is first-order only: its outputs have no graph of their own, so a
-    // create_graph=True backward would silently drop every second-order term.
-    TORCH_CHECK(!at::GradMode::is_enabled(),
-                "fastpicard.spmm: its compiled backward is first-order only, but this backward "
-                "was asked to build a graph (create_graph=True). Run the forward inside `with "
-                "fastpicard.higher_order_grads():` (pure-torch kernels, differentiable to any "
-                "order), or pass backend='reference'.");
+    check_first_order_backward("spmm");
     const auto s = ctx->get_saved_variables();
     auto opt = [](const at::Tensor& t) -> OptTensor {
       return t.defined() ? OptTensor(t) : c10::nullopt;

@@ -73,6 +73,14 @@ def random_edges(n: int, e: int, seed: int = 0):
     return torch.randint(0, n, (2, e), generator=g), n
 
 
+def _smoothed(x, new):
+    """The peers' step: x_new = a*x + (1-a)*new(), with its residual ||x_new - x||."""
+    def step():
+        x_new = ALPHA * x + (1 - ALPHA) * new()
+        return x_new, torch.linalg.vector_norm(x_new - x)
+    return step
+
+
 def _peers(name, edge_index, n, graph, x, W, b, wanted):
     """Callables computing (x_new, res) for each peer, sharing x, W, b (on x's device)."""
     cases = {}
@@ -84,12 +92,7 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
         conv = GCNConv(HIDDEN, HIDDEN).to(device)
         conv.lin.weight = torch.nn.Parameter(W.t().detach().clone())
         conv.bias = b
-
-        def pyg():
-            z = torch.relu(conv(x, edge_index))
-            x_new = ALPHA * x + (1 - ALPHA) * z
-            return x_new, torch.linalg.vector_norm(x_new - x)
-        cases["pyg"] = pyg
+        cases["pyg"] = _smoothed(x, lambda: torch.relu(conv(x, edge_index)))
     if "pyg_cached" in wanted:
         conv_c = GCNConv(HIDDEN, HIDDEN, cached=True).to(device)
         conv_c.lin.weight = torch.nn.Parameter(W.t().detach().clone())
@@ -97,20 +100,10 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
         adj_t = torch.sparse_coo_tensor(edge_index.flip(0),
                                         torch.ones(edge_index.shape[1], device=device), (n, n),
                                         check_invariants=False).coalesce().to_sparse_csr()
-
-        def pyg_cached():
-            z = torch.relu(conv_c(x, adj_t))
-            x_new = ALPHA * x + (1 - ALPHA) * z
-            return x_new, torch.linalg.vector_norm(x_new - x)
-        cases["pyg_cached"] = pyg_cached
+        cases["pyg_cached"] = _smoothed(x, lambda: torch.relu(conv_c(x, adj_t)))
     if "torch_csr" in wanted:
         a = graph.adjacency()
-
-        def torch_csr():
-            z = torch.relu(torch.sparse.mm(a, x @ W) + b)
-            x_new = ALPHA * x + (1 - ALPHA) * z
-            return x_new, torch.linalg.vector_norm(x_new - x)
-        cases["torch_csr"] = torch_csr
+        cases["torch_csr"] = _smoothed(x, lambda: torch.relu(torch.sparse.mm(a, x @ W) + b))
     if "scatter" in wanted or "segment" in wanted:
         try:
             import torch_scatter
@@ -121,22 +114,14 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
                                            graph.rowptr.long().diff())
             col, w, rowptr = graph.col.long(), graph.weight, graph.rowptr.long()
 
-            def scatter():
-                h = x @ W
-                z = torch.relu(torch_scatter.scatter_add(h[col] * w[:, None], rows, 0,
-                                                         dim_size=n) + b)
-                x_new = ALPHA * x + (1 - ALPHA) * z
-                return x_new, torch.linalg.vector_norm(x_new - x)
-
-            def segment():
-                h = x @ W
-                z = torch.relu(torch_scatter.segment_csr(h[col] * w[:, None], rowptr) + b)
-                x_new = ALPHA * x + (1 - ALPHA) * z
-                return x_new, torch.linalg.vector_norm(x_new - x)
+            def messages():  # gathered and weighted, in CSR order
+                return (x @ W)[col] * w[:, None]
             if "scatter" in wanted:
-                cases["scatter"] = scatter
+                cases["scatter"] = _smoothed(x, lambda: torch.relu(
+                    torch_scatter.scatter_add(messages(), rows, 0, dim_size=n) + b))
             if "segment" in wanted:
-                cases["segment"] = segment
+                cases["segment"] = _smoothed(x, lambda: torch.relu(
+                    torch_scatter.segment_csr(messages(), rowptr) + b))
     return cases
 
 

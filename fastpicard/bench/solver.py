@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
+import statistics
 import time
 from pathlib import Path
 
 import torch
 
 from ..solver import picard
-from .timing import append_csv, print_table, sync
+from .timing import append_csv, interleaved_samples, print_table
 
 
 def add_arguments(p):
@@ -115,27 +115,11 @@ def _torchdeq():
     return fixed_point_iter
 
 
-def interleaved_stats(cases, device, reps, warmup=3, clock=time.perf_counter):
-    """(median, min) seconds per call of each case. Cases run interleaved, in a fresh random
-    order each repetition: a case that always followed the same heavy peer would always start
-    with the caches that peer left. On a shared machine the minimum is the steadier estimate
-    of a loop's own cost; both are reported."""
-    for fn in cases.values():
-        for _ in range(warmup):
-            fn()
-    order = list(cases)
-    rng = random.Random(0)
-    samples = {name: [] for name in cases}
-    for _ in range(reps):
-        rng.shuffle(order)
-        for name in order:
-            fn = cases[name]
-            sync(device)
-            t0 = clock()
-            fn()
-            sync(device)
-            samples[name].append(clock() - t0)
-    return {name: (sorted(v)[len(v) // 2], min(v)) for name, v in samples.items()}
+def interleaved_stats(cases, device, reps, clock=time.perf_counter):
+    """(median, min) seconds per call of each case. On a shared machine the minimum is the
+    steadier estimate of a loop's own cost; both are reported."""
+    samples = interleaved_samples(cases, device, reps, clock=clock)
+    return {name: (statistics.median(v), min(v)) for name, v in samples.items()}
 
 
 def _repeat(fn, x, n):

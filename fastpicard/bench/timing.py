@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import random
 import statistics
 import time
 from datetime import datetime, timezone
@@ -16,10 +17,12 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_medians(cases: dict, device, reps: int = 20, warmup: int = 3,
-                        min_time: float = 0.0) -> dict:
-    """Median seconds per call of each case; cases run round-robin so load spikes and
-    thermal drift hit every case alike. ``min_time`` raises reps for very fast cases."""
+def interleaved_samples(cases: dict, device, reps: int = 20, warmup: int = 3,
+                        min_time: float = 0.0, clock=time.perf_counter) -> dict:
+    """Seconds per call of each case, ``reps`` samples each. Cases run interleaved, so load
+    spikes and thermal drift hit every case alike, in a fresh random order each repetition:
+    a case that always followed the same heavy peer would always start with the caches that
+    peer left. ``min_time`` raises the calls per sample for very fast cases."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -31,16 +34,25 @@ def interleaved_medians(cases: dict, device, reps: int = 20, warmup: int = 3,
         sync(device)
         dt = max(time.perf_counter() - t0, 1e-7)
         inner[name] = max(1, int(min_time / dt)) if min_time else 1
+    order, rng = list(cases), random.Random(0)
     samples = {name: [] for name in cases}
     for _ in range(reps):
-        for name, fn in cases.items():
-            k = inner[name]
+        rng.shuffle(order)
+        for name in order:
+            fn, k = cases[name], inner[name]
             sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             for _ in range(k):
                 fn()
             sync(device)
-            samples[name].append((time.perf_counter() - t0) / k)
+            samples[name].append((clock() - t0) / k)
+    return samples
+
+
+def interleaved_medians(cases: dict, device, reps: int = 20, warmup: int = 3,
+                        min_time: float = 0.0) -> dict:
+    """Median seconds per call of each case (see :func:`interleaved_samples`)."""
+    samples = interleaved_samples(cases, device, reps, warmup, min_time)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 

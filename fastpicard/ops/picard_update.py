@@ -114,13 +114,12 @@ class _TritonDirect(torch.autograd.Function):
 
 # ---------------------------------------------------------------- public API
 def _extent(t):
-    """[first, last] byte addresses t's elements occupy (None when empty)."""
+    """[first, last] byte addresses t's elements occupy (None when empty; torch strides are
+    never negative)."""
     if t.numel() == 0:
         return None
-    span = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
-    lo = t.data_ptr() + t.element_size() * sum(
-        (n - 1) * st for n, st in zip(t.shape, t.stride()) if st < 0)
-    return lo, lo + (span + 1) * t.element_size() - 1
+    span = sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    return t.data_ptr(), t.data_ptr() + (span + 1) * t.element_size() - 1
 
 
 def _partial_overlap(out, t):
