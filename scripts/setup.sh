@@ -64,8 +64,8 @@ else
   command -v ninja > /dev/null || pip install -q ninja
   rm -f "$stamp_file"
   log=.venv/fastpicard-build.log
-  say "building the C++ extension and installing fastpicard ($MODE install; about 3 min on" \
-      "2 cores; full log: $log)"
+  say "building the C++ extension and installing fastpicard ($MODE install; about 3 min on 2 idle" \
+      "cores, longer on a busy machine; full log: $log)"
   flag=; [ "$MODE" = editable ] && flag=-e
   if ! pip install -v --no-build-isolation $flag . 2>&1 | tee "$log" | progress; then
     echo "--- the build failed; the end of $log:" >&2
