@@ -7,7 +7,8 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # what a block uses -> the optional package it needs
-OPTIONAL = {"transformers": "transformers", ".plot(": "matplotlib"}
+OPTIONAL = {"transformers": "transformers", ".plot(": "matplotlib",
+            "torch_geometric": "torch_geometric"}
 
 
 def _blocks():
