@@ -20,7 +20,10 @@ say() { printf '[%4ds] %s\n' $SECONDS "$*"; }
 PY=${PYTHON:-python3}
 MODE=${FASTPICARD_INSTALL:-editable}
 EXTRAS=${FASTPICARD_EXTRAS:-test}
-case $MODE in editable | wheel) ;; *) echo "FASTPICARD_INSTALL must be editable or wheel" >&2; exit 2 ;; esac
+case $MODE in
+  editable | wheel) ;;
+  *) echo "FASTPICARD_INSTALL must be editable or wheel, got '$MODE'" >&2; exit 2 ;;
+esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ ! -x .venv/bin/python ]; then
@@ -28,12 +31,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-installed() { python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1" 2>/dev/null; }
+installed() {  # the installed version of a distribution, or fail
+  python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1" 2>/dev/null
+}
 
 case $(installed torch) in
   2.13.0 | 2.13.0+*) ;;
   *) say "installing torch 2.13.0 (CPU) and its dependencies (a download of a few hundred MB)"
-     pip install -q torch==2.13.0 ${FASTPICARD_TORCH_INDEX:+--index-url "$FASTPICARD_TORCH_INDEX"} ;;
+     pip install -q torch==2.13.0 \
+       ${FASTPICARD_TORCH_INDEX:+--index-url "$FASTPICARD_TORCH_INDEX"} ;;
 esac
 
 # the build's identity: mode, interpreter, torch, and every file the C++ build reads
@@ -43,8 +49,10 @@ stamp=$( { echo "$MODE"; python -VV; installed torch
   sha256sum | cut -c1-16)
 stamp_file=.venv/fastpicard-build.stamp
 # run outside the source tree, which would shadow a regular install
-check() { (cd "${TMPDIR:-/tmp}" && python -c "import sys, fastpicard
-sys.exit(0 if fastpicard.extension_available() else 'fastpicard: ' + fastpicard._ext.load_error)"); }
+check() {
+  (cd "${TMPDIR:-/tmp}" && python -c "import sys, fastpicard
+if not fastpicard.extension_available(): sys.exit('fastpicard: ' + fastpicard._ext.load_error)")
+}
 progress() {  # scikit-build-core's "*** step" and ninja's "[k/n] Building ..." lines
   while IFS= read -r line; do
     if [[ $line =~ ^[[:space:]]*(\*\*\* .*|\[[0-9]+/[0-9]+\].*) ]]; then
