@@ -6,8 +6,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export FASTPICARD_T0=$(date +%s)
 bash scripts/setup.sh || exit
-printf '[%4ds] running the test suite: .venv/bin/pytest -q %s\n' $SECONDS "$*"
-.venv/bin/pytest -q "$@"
+# pytest found through another environment (a venv layered on a shared one) has no script here
+pytest=(.venv/bin/pytest); [ -x "${pytest[0]}" ] || pytest=(.venv/bin/python -m pytest)
+printf '[%4ds] running the test suite: %s -q %s\n' $SECONDS "${pytest[*]}" "$*"
+"${pytest[@]}" -q "$@"
 rc=$?
 printf '[%4ds] done (exit %d): total %d min %d s\n' $SECONDS $rc $((SECONDS / 60)) $((SECONDS % 60))
 exit $rc
