@@ -28,6 +28,10 @@ def shared_planetoid() -> Path | None:
     return next((c for c in cands if (c / "PubMed/raw/ind.pubmed.graph").is_file()), None)
 
 
+PUBMED_MISSING = ("PubMed's raw files not found: set FASTPICARD_DATA to a folder holding "
+                  "planetoid/PubMed/raw/ind.pubmed.*")
+
+
 def check_counts(d: GraphData, name: str):
     n, e, f, c, tr, va, te = STANDARD[name]
     assert (d.num_nodes, d.num_edges, d.num_features, d.num_classes) == (n, e, f, c)
@@ -70,7 +74,7 @@ def test_citeseer_isolated_test_nodes():
 def test_pubmed_from_shared_data():
     root = shared_planetoid()
     if root is None:
-        pytest.skip("shared Planetoid data (../shared/data/planetoid) not found")
+        pytest.skip(PUBMED_MISSING)
     check_counts(planetoid("PubMed", root=root), "PubMed")
     check_counts(planetoid("pubmed", root=root / "PubMed" / "raw"), "PubMed")
 
@@ -84,7 +88,7 @@ def test_matches_pyg_reader(name):
     if name == "PubMed":
         root = shared_planetoid()
         if root is None:
-            pytest.skip("shared Planetoid data not found")
+            pytest.skip(PUBMED_MISSING)
         raw = root / "PubMed" / "raw"
     else:
         raw = _DATA_DIR / name

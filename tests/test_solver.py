@@ -204,9 +204,9 @@ def test_stats_summary_and_plot(tmp_path):
     assert "3/3 converged" in line and "\n" not in line and "tol 1e-05" in line
     mpl = pytest.importorskip("matplotlib")
     mpl.use("Agg")
-    ax = st.plot()
+    fig = st.plot(path=tmp_path / "trace.png")
+    ax, = fig.axes
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3 + 1
-    ax.figure.savefig(tmp_path / "trace.png")
     assert (tmp_path / "trace.png").stat().st_size > 0
 
 
