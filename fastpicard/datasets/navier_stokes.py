@@ -167,13 +167,19 @@ def _validated(a, u, t, path, n) -> NavierStokesData:
 
 
 def _read_npz(path: Path, n):
-    with np.load(path, allow_pickle=False) as z:  # no object arrays, ever
-        missing = {"a", "u"} - set(z.files)
-        if missing:
-            raise ValueError(f"navier_stokes: {path}: missing array(s) {sorted(missing)}")
-        a, u = _as_numeric("a", z["a"], path), _as_numeric("u", z["u"], path)
-        t = _as_numeric("t", z["t"], path) if "t" in z.files else None
-    return _validated(a, u, t, path, n)
+    try:
+        with np.load(path, allow_pickle=False) as z:  # no object arrays, ever
+            missing = {"a", "u"} - set(z.files)
+            if missing:
+                raise ValueError(f"navier_stokes: {path}: missing array(s) {sorted(missing)}")
+            arrays = {k: _as_numeric(k, z[k], path) for k in ("a", "u", "t") if k in z.files}
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"navier_stokes: cannot read {path}: {e}") from e
+    except (OSError, EOFError) as e:  # truncated or not a zip file
+        raise ValueError(f"navier_stokes: cannot read {path}: {e}") from e
+    return _validated(arrays["a"], arrays["u"], arrays.get("t"), path, n)
 
 
 def _read_mat_v73(path: Path, n):

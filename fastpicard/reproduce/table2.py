@@ -23,10 +23,12 @@ PAPER = {  # Table 2 of the paper, MSE for N_iter = 1, 2, 3
     "ViT3D": {1: 0.2512, 2: 0.2237, 3: 0.2529},
 }
 MODELS = tuple(PAPER)
-FULL = dict(n_train=600, n_test=100, resolution=32, dim=64, depth=2, heads=4, patch=4,
-            epochs=15, batch=20, lr=2e-3)
-QUICK = dict(n_train=8, n_test=4, resolution=16, dim=16, depth=1, heads=2, patch=4,
-             epochs=1, batch=4, lr=2e-3)
+# sizes for a shared 2-core CPU (docs/RESULTS.md); data are solved on a `grid`² grid and
+# subsampled to `resolution`², time patches of ViT3D span `t_patch` frames
+FULL = dict(n_train=600, n_test=100, grid=32, resolution=32, dim=64, depth=2, heads=4, patch=4,
+            t_patch=5, epochs=8, batch=20, lr=2e-3)
+QUICK = dict(n_train=8, n_test=4, grid=16, resolution=16, dim=16, depth=1, heads=2, patch=4,
+             t_patch=5, epochs=1, batch=4, lr=2e-3)
 
 
 def add_arguments(parser) -> None:
@@ -42,7 +44,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-train", type=int, default=None)
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--resolution", type=int, default=None,
-                        help="grid size (a file is subsampled to it)")
+                        help="grid size (generated data and files are subsampled to it)")
     parser.add_argument("--cache-dir", default=None, help="where generated data are cached")
 
 
@@ -50,17 +52,19 @@ def load_fields(args, cfg, n_total):
     """(inputs [N, t_in, S, S], targets [N, t_out, S, S]) from the generator or a file."""
     steps = args.t_in + args.t_out
     if args.data:
-        d = navier_stokes(n_total, path=args.data)
-        s = d.u.shape[1]
-        if d.u.shape[-1] < steps or s % cfg["resolution"]:
-            raise SystemExit(f"table: {args.data} has T={d.u.shape[-1]}, S={s}; need T >= "
-                             f"{steps} and S a multiple of --resolution {cfg['resolution']}")
-        sub = s // cfg["resolution"]
-        u = d.u[:, ::sub, ::sub, :steps]
+        u = navier_stokes(n_total, path=args.data).u
+        where = args.data
     else:
-        u = navier_stokes(n_total, resolution=cfg["resolution"], steps=steps, delta_t=1e-2,
+        grid = max(cfg["grid"], cfg["resolution"])
+        u = navier_stokes(n_total, resolution=grid, steps=steps, delta_t=1e-2,
                           cache_dir=args.cache_dir).u
-    u = u.permute(0, 3, 1, 2).contiguous()  # [N, T, S, S]
+        where = f"the {grid}² data"
+    s = u.shape[1]
+    if u.shape[-1] < steps or s % cfg["resolution"]:
+        raise SystemExit(f"table: {where} has T={u.shape[-1]}, S={s}; need T >= {steps} and S "
+                         f"a multiple of --resolution {cfg['resolution']}")
+    sub = s // cfg["resolution"]
+    u = u[:, ::sub, ::sub, :steps].permute(0, 3, 1, 2).contiguous()  # [N, T, S, S]
     return u[:, :args.t_in], u[:, args.t_in:steps]
 
 
@@ -79,7 +83,7 @@ def build(name, cfg, t_in, t_out, n_iter, tol):
         if t_in != t_out:
             raise SystemExit("table2: ViT3D maps the frames to as many frames: use --t-in == "
                              "--t-out")
-        vit = FieldViT(1, 1, (t_in, s, s), (2, p, p), dim=cfg["dim"], **common)
+        vit = FieldViT(1, 1, (t_in, s, s), (cfg["t_patch"], p, p), dim=cfg["dim"], **common)
     else:
         dim = cfg["dim"] // 2 if name == "ViTsmall" else cfg["dim"]
         heads = max(1, cfg["heads"] // 2) if name == "ViTsmall" else cfg["heads"]

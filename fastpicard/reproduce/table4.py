@@ -23,9 +23,11 @@ PAPER = {  # Table 4 of the paper, MSE for 1, 2, 4, 6, 8 iterations (only endpoi
     "4H4B": {1: 0.0458, 8: 0.0445},
 }
 MODELS = tuple(PAPER)
-FULL = dict(n_train=600, n_test=100, resolution=32, width=32, patch=4, epochs=6, batch=20,
-            lr=2e-3)
-QUICK = dict(n_train=8, n_test=4, resolution=16, width=8, patch=4, epochs=1, batch=4, lr=2e-3)
+# sizes for a shared 2-core CPU (docs/RESULTS.md): Table 2's 32² data subsampled to 16²
+FULL = dict(n_train=600, n_test=100, grid=32, resolution=16, width=32, patch=4, epochs=6,
+            batch=20, lr=2e-3)
+QUICK = dict(n_train=8, n_test=4, grid=16, resolution=16, width=8, patch=4, epochs=1, batch=4,
+             lr=2e-3)
 
 
 def add_arguments(parser) -> None:
