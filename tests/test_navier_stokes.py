@@ -28,13 +28,13 @@ def test_single_wavenumber_decays_at_the_viscous_rate():
     w0 = (torch.sin(2 * math.pi * (x + y)) + 0.5 * torch.cos(2 * math.pi * (x - y))
           + torch.sin(2 * math.pi * x) * torch.sin(2 * math.pi * y)).unsqueeze(0)
     visc = 1e-2
-    out = solve_vorticity(w0, None, visc, [0.5, 1.0], 1e-3)
+    out = solve_vorticity(w0, None, visc, [0.5, 1.0], 1e-2)
     for i, t in enumerate((0.5, 1.0)):
         exact = w0[0] * math.exp(-visc * 4 * math.pi ** 2 * 2 * t)
-        torch.testing.assert_close(out[0, ..., i], exact, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out[0, ..., i], exact, rtol=0, atol=2e-5)  # CN: O(dt²)
     # while a field of two wavenumbers is advected (the nonlinear term is live)
     w1 = (torch.sin(2 * math.pi * x) + torch.cos(4 * math.pi * y)).unsqueeze(0)
-    moved = solve_vorticity(w1, None, 1e-12, [0.2], 1e-3)[0, ..., 0]
+    moved = solve_vorticity(w1, None, 1e-12, [0.2], 1e-2)[0, ..., 0]
     assert (moved - w1[0]).abs().max() > 1e-2
 
 
@@ -49,8 +49,8 @@ def forced_run(s, dt, t=1.0):
 def test_time_convergence_first_order():
     """Explicit advection with Crank–Nicolson diffusion: the error against a fine step halves
     with the step (first order)."""
-    ref = forced_run(32, 1e-3 / 8)
-    errs = [float((forced_run(32, dt) - ref).abs().max()) for dt in (4e-2, 2e-2, 1e-2)]
+    ref = forced_run(16, 1e-3, t=0.5)
+    errs = [float((forced_run(16, dt, t=0.5) - ref).abs().max()) for dt in (5e-2, 2.5e-2, 1.25e-2)]
     ratios = [a / b for a, b in zip(errs, errs[1:])]
     assert all(1.6 < r < 2.6 for r in ratios), (errs, ratios)
 
@@ -58,10 +58,10 @@ def test_time_convergence_first_order():
 def test_space_convergence():
     """Pseudo-spectral: the error against a fine grid (compared at the coarse points) falls
     fast as the grid is refined."""
-    ref = forced_run(96, 1e-2, t=2.0)
+    ref = forced_run(96, 2e-2, t=0.5)
     errs = []
     for s in (12, 24, 48):
-        errs.append(float((forced_run(s, 1e-2, t=2.0) - ref[:: 96 // s, :: 96 // s]).abs().max()))
+        errs.append(float((forced_run(s, 2e-2, t=0.5) - ref[:: 96 // s, :: 96 // s]).abs().max()))
     assert errs[0] > 4 * errs[1] > 0 and errs[1] > 4 * errs[2], errs
 
 
