@@ -15,6 +15,15 @@ from fastpicard.datasets.navier_stokes import (default_forcing, gaussian_random_
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny FFTs: threads only add overhead (10x slower on a busy 2-core machine)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def grid(s):
     x = torch.arange(s, dtype=F64) / s
     return torch.meshgrid(x, x, indexing="ij")
