@@ -29,6 +29,13 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def close_distributed() -> None:
+    """Leaves the process group (after the last collective) when this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", torch.cuda.current_device())
@@ -140,20 +147,28 @@ def train_eval(model, predict, train, test, *, epochs: int, batch_size: int, lr:
 @torch.no_grad()
 def evaluate(model, predict, test, batch_size: int) -> dict:
     """Mean squared error and mean relative L2 error (FNO's metric) over the test samples,
-    each rank on its shard, summed over ranks."""
+    each rank on its shard, summed over ranks. Every rank runs the same number of batches (a
+    short shard repeats a sample with weight 0), so solves synchronised across ranks match up."""
     rank, world = distributed()
     dev = device()
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=dev)  # squared error, rel. L2, samples
     n = test[0].shape[0]
     idx = torch.arange(rank, n, world)
+    count = -(-n // world)
+    weight = torch.ones(count, dtype=torch.float64)
+    if idx.numel() < count:
+        weight[idx.numel():] = 0
+        idx = torch.cat([idx, idx.new_zeros(count - idx.numel())])
     elems = test[-1][0].numel()
-    for i in range(0, idx.numel(), batch_size):
+    for i in range(0, count, batch_size):
         *xs, y = (t[idx[i:i + batch_size]].to(dev) for t in test)
+        w = weight[i:i + batch_size].to(dev)
         diff = (predict(model, *xs) - y).flatten(1).double()
-        sums[0] += diff.pow(2).sum()
-        sums[1] += (diff.norm(dim=1) / y.flatten(1).double().norm(dim=1).clamp_min(1e-12)).sum()
-        sums[2] += y.shape[0]
+        sums[0] += (diff.pow(2).sum(1) * w).sum()
+        rel = diff.norm(dim=1) / y.flatten(1).double().norm(dim=1).clamp_min(1e-12)
+        sums[1] += (rel * w).sum()
+        sums[2] += w.sum()
     model.train()
     if world > 1:
         dist.all_reduce(sums)
@@ -256,7 +271,7 @@ def plot_fields(report: Report, name: str, rows, title: str, cmap="RdBu_r") -> N
             ax.set_yticks([])
             if c < len(fields):
                 kw = dict(vmin=-lim, vmax=lim) if cmap == "RdBu_r" else dict(vmin=0, vmax=1)
-                ax.imshow(fields[c].detach().cpu().float(), cmap=cmap, **kw)
+                ax.imshow(fields[c].detach().cpu().float().numpy(), cmap=cmap, **kw)
             if c == 0:
                 ax.set_ylabel(label)
     fig.suptitle(title)

@@ -129,10 +129,11 @@ def run(args) -> None:
         runs.append(rec)
         if report:
             report.add_run(rec)
-        if report and m == models[0] and k == iters[-1] and seed == 0:
+        if m == models[0] and k == iters[-1] and seed == 0:  # every rank: solves may sync
             with torch.no_grad():
                 model.eval()
                 pred = predict(m, scale)(model, test[0][:1])[0]
+        if report and m == models[0] and k == iters[-1] and seed == 0:
             frames = [0, args.t_out // 2, args.t_out - 1]
             C.plot_fields(report, "prediction.png",
                           [("truth", [test[1][0, f] for f in frames]),
@@ -140,6 +141,7 @@ def run(args) -> None:
                            ("error", [pred[f] - test[1][0, f] for f in frames])],
                           f"vorticity at t = {', '.join(str(args.t_in + f + 1) for f in frames)}"
                           " (test sample 0)")
+    C.close_distributed()
     if report is None:
         return
     trend = C.trend(runs, models, iters)

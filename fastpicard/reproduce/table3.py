@@ -104,11 +104,12 @@ def run(args) -> None:
         runs.append(rec)
         if report:
             report.add_run(rec)
-        if report and seed == 0:
+        if seed == 0:  # on every rank: solves may be synchronised across ranks
             with torch.no_grad():
                 model.eval()
                 shown.append((f"N_iter={k}", model(test[0][:4]).clamp(0, 1)))
 
+    C.close_distributed()
     if report is None:
         return
     pick = (lambda t: t[:, 0]) if channels == 1 else (lambda t: t.mean(1))

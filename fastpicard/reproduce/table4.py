@@ -89,10 +89,11 @@ def run(args) -> None:
         runs.append(rec)
         if report:
             report.add_run(rec)
-        if report and m == models[0] and k == iters[-1] and seed == 0:
+        if m == models[0] and k == iters[-1] and seed == 0:  # every rank: solves may sync
             with torch.no_grad():
                 model.eval()
                 pred = predict(model, test[0][:1])[0, :, 0]
+        if report and m == models[0] and k == iters[-1] and seed == 0:
             show = [0, len(frames) // 2, len(frames) - 1]
             C.plot_fields(report, "prediction.png",
                           [("truth", [test[1][0, f, 0] for f in show]),
@@ -100,6 +101,7 @@ def run(args) -> None:
                            ("error", [pred[f] - test[1][0, f, 0] for f in show])],
                           "vorticity at t = " + ", ".join(str(11 + frames[f]) for f in show)
                           + " (test sample 0)")
+    C.close_distributed()
     if report is None:
         return
     trend = C.trend(runs, models, iters)
