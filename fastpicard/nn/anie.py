@@ -34,7 +34,8 @@ FORMULATIONS = ("fastpicard", "authors")
 
 class ANIE(nn.Module):
     """``ANIE(channels, *, width=64, heads=4, depth=2, attention="galerkin", patch_size=None,
-    alpha=0.5, max_iter=3, tol=None, **solver_opts)``; ``ANIE(...)(x_init, t_grid) -> y``.
+    alpha=0.5, max_iter=3, tol=None, formulation="fastpicard", **solver_opts)``;
+    ``ANIE(...)(x_init, t_grid) -> y``.
 
     Args:
         channels: channels C of the state.
