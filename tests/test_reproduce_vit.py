@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from fastpicard.reproduce.__main__ import main
-from test_images import fashion_files
+from test_images import cifar_batch, fashion_files
 
 
 @pytest.fixture(autouse=True)
@@ -71,12 +71,19 @@ def test_table4_quick_on_an_fno_file(tmp_path):
     assert "(paper 0.0564)" in md and "formulation=authors" in md
 
 
-def test_table3_quick(tmp_path):
-    fashion_files(tmp_path, n=20)
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_table3_quick(tmp_path, dataset):
+    if dataset == "cifar10":
+        for name in ("data_batch_1", "data_batch_2", "data_batch_3"):
+            cifar_batch(tmp_path / name)
+        cifar_batch(tmp_path / "test_batch", n=8)
+    else:
+        fashion_files(tmp_path, n=20)
     main(["table3", "--quick", "--seeds", "1", "--iters", "1,2", "--root", str(tmp_path),
-          "--out", str(tmp_path / "out")])
-    _, md = outputs(tmp_path / "out", "table3", ["ViT"], [1, 2], 1)
-    assert "75% masked" in md
+          "--dataset", dataset, "--out", str(tmp_path / "out")])
+    runs, md = outputs(tmp_path / "out", "table3", ["ViT"], [1, 2], 1)
+    assert f"({dataset}, 75% masked)" in md
+    assert all(r["dataset"] == dataset for r in runs["runs"])
 
 
 def test_bad_options_exit_cleanly(tmp_path):
