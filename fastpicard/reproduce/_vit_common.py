@@ -87,15 +87,14 @@ def int_list(text: str) -> list[int]:
 
 # ---------------------------------------------------------------- training
 def train_eval(model, predict, train, test, *, epochs: int, batch_size: int, lr: float,
-               seed: int, desc: str = "", loss=None) -> dict:
+               seed: int, desc: str = "") -> dict:
     """Trains ``model`` with Adam (cosine learning rate) on ``train`` and returns the test
     error.
 
     ``train`` and ``test`` are tuples of tensors with samples on dim 0 (inputs..., target);
-    ``predict(model, *inputs) -> prediction`` shaped like the target. ``loss(model, *inputs,
-    target) -> scalar`` replaces the default MSE of the prediction when given. Each rank trains
-    on its shard of every epoch's permutation (the same permutation on every rank) and the
-    gradients are averaged by DDP; the test error is summed over the ranks' shards.
+    ``predict(model, *inputs) -> prediction`` shaped like the target; the loss is its MSE.
+    Each rank trains on its shard of every epoch's permutation (the same permutation on every
+    rank) and DDP averages the gradients; the test error is summed over the ranks' shards.
     """
     rank, world = distributed()
     dev = device()
@@ -119,10 +118,7 @@ def train_eval(model, predict, train, test, *, epochs: int, batch_size: int, lr:
         for i in range(0, per_rank, batch_size):
             idx = perm[i:i + batch_size]
             *xs, y = (t[idx].to(dev) for t in train)
-            if loss is None:
-                value = F.mse_loss(predict(net, *xs), y)
-            else:
-                value = loss(net, *xs, y)
+            value = F.mse_loss(predict(net, *xs), y)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
