@@ -102,7 +102,8 @@ def test_generator_cache_and_layout(tmp_path):
     u = solve_vorticity(d.a.double(), default_forcing(8), 1e-3, [1.0, 2.0], 0.1)
     torch.testing.assert_close(d.u, u.float(), rtol=1e-5, atol=1e-5)
     for kw, match in [(dict(resolution=7), "even"), (dict(n=0), "n must"),
-                      (dict(delta_t=0.3), "delta_t"), (dict(steps=1.5), "steps")]:
+                      (dict(delta_t=0.3), "delta_t"), (dict(steps=1.5), "steps"),
+                      (dict(visc="1e-3"), "visc")]:
         with pytest.raises(ValueError, match=match):
             navier_stokes(**{"n": 2, "resolution": 8, "steps": 2, "cache_dir": tmp_path, **kw})
 
