@@ -176,7 +176,7 @@ def run_vit(args, device):
     rows = []
     torch.manual_seed(0)
     vit = FieldViT(2, 1, 32, 4, dim=64, depth=4, heads=4).to(device)
-    it = IterativeViT(vit, n_iter=3, lam=0.5)
+    it = IterativeViT(vit, max_iter=3, alpha=0.5)
     x = torch.randn(16, 2, 32, 32, device=device)
 
     def plain_vit():
