@@ -311,15 +311,16 @@ def _describe(fn, args, kwargs):
     return " ".join(parts)
 
 
-def compile_jobs(which, only, arch, indices):
-    """Compiles the launches ``indices`` of ``capture(which, only)`` for ``arch`` (runs in a
-    worker process)."""
-    launches = capture(which, only)
-    kernels = {fn for fn, *_ in launches}
+_LAUNCHES = []  # the parent's capture, inherited by the forked compiler processes
+
+
+def compile_jobs(arch, indices):
+    """Compiles the launches ``indices`` of ``_LAUNCHES`` for ``arch`` (in a worker)."""
+    kernels = {fn for fn, *_ in _LAUNCHES}
     rows = []
     with _target(arch, kernels):
         for i in indices:
-            fn, grid, args, kwargs, label = launches[i]
+            fn, grid, args, kwargs, label = _LAUNCHES[i]
             row = {"kernel": fn.__name__, "arch": f"sm_{arch}", "dtype": label.split()[1],
                    "constexprs": _describe(fn, args, kwargs), "example": label}
             t0 = time.perf_counter()
@@ -339,18 +340,17 @@ def compile_jobs(which, only, arch, indices):
     return rows
 
 
-def unique_launches(which, only, arch):
-    """Indices of the launches of ``capture(which, only)`` that Triton compiles separately."""
-    launches = capture(which, only)
-    kernels = {fn for fn, *_ in launches}
+def unique_launches(arch):
+    """Indices of ``_LAUNCHES`` that Triton compiles separately for ``arch``."""
+    kernels = {fn for fn, *_ in _LAUNCHES}
     seen, keep = set(), []
     with _target(arch, kernels):
-        for i, (fn, grid, args, kwargs, _) in enumerate(launches):
+        for i, (fn, grid, args, kwargs, _) in enumerate(_LAUNCHES):
             key = _spec_key(fn, args, kwargs)
             if key not in seen:
                 seen.add(key)
                 keep.append(i)
-    return keep, len(launches)
+    return keep
 
 
 # ---------------------------------------------------------------- report
@@ -359,21 +359,29 @@ def _bits(counter):
 
 
 def summary(rows):
-    """Per kernel, target and dtype: variants, register range, worst spill, shared memory and
-    the share of 128-bit global loads/stores."""
+    """Per kernel and data dtype: variants, register range per target, worst spill, shared
+    memory, and the global load/store widths (bits x instructions, summed over the variants of
+    the first target)."""
     groups = collections.defaultdict(list)
     for r in rows:
         if not r["error"]:
-            groups[(r["kernel"], r["arch"], r["dtype"])].append(r)
+            groups[(r["kernel"], r["dtype"])].append(r)
+    archs = sorted({r["arch"] for r in rows}, reverse=True)
     table = []
-    for (kernel, arch, dtype), rs in sorted(groups.items()):
-        ld = sum((collections.Counter(r["ld"]) for r in rs), collections.Counter())
-        st = sum((collections.Counter(r["st"]) for r in rs), collections.Counter())
-        table.append({
-            "kernel": kernel, "arch": arch, "dtype": dtype, "variants": len(rs),
-            "regs": f"{min(r['regs'] for r in rs)}-{max(r['regs'] for r in rs)}",
+    for (kernel, dtype), rs in sorted(groups.items()):
+        row = {"kernel": kernel, "dtype": dtype,
+               "variants": len([r for r in rs if r["arch"] == archs[0]])}
+        for a in archs:
+            regs = [r["regs"] for r in rs if r["arch"] == a]
+            row[f"regs {a}"] = f"{min(regs)}-{max(regs)}" if regs else "-"
+        first = [r for r in rs if r["arch"] == archs[0]]
+        row.update({
             "spill B": max(r["spill"] for r in rs), "smem B": max(r["smem"] for r in rs),
-            "ld bits": _bits(ld), "st bits": _bits(st)})
+            "ld bits": _bits(sum((collections.Counter(r["ld"]) for r in first),
+                                 collections.Counter())),
+            "st bits": _bits(sum((collections.Counter(r["st"]) for r in first),
+                                 collections.Counter()))})
+        table.append(row)
     return table
 
 
@@ -403,18 +411,21 @@ def main(argv=None):
     t0 = time.perf_counter()
     archs = [int(a) for a in args.arch.split(",")]
     only = tuple(k for k in args.only.split(",") if k)
+    # one torch thread: the capture is small, and no OpenMP pool may exist when workers fork
+    torch.set_num_threads(1)
+    _LAUNCHES[:] = capture(args.which, only)
     jobs = []
     for arch in archs:
-        keep, total = unique_launches(args.which, only, arch)
-        print(f"sm_{arch}: {total} launches recorded, {len(keep)} distinct specializations",
-              flush=True)
+        keep = unique_launches(arch)
+        print(f"sm_{arch}: {len(_LAUNCHES)} launches recorded, {len(keep)} distinct "
+              "specializations", flush=True)
         jobs += [(arch, i) for i in keep]
     n = max(1, min(args.jobs, len(jobs)))
     chunks = [jobs[k::n] for k in range(n)]
     rows = []
-    ctx = multiprocessing.get_context("spawn")  # a clean interpreter per compiler process
+    ctx = multiprocessing.get_context("fork")  # workers inherit the capture
     with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
-        futs = [pool.submit(compile_jobs, args.which, only, arch, [i for a, i in chunk if a == arch])
+        futs = [pool.submit(compile_jobs, arch, [i for a, i in chunk if a == arch])
                 for chunk in chunks for arch in archs]
         for f in concurrent.futures.as_completed(futs):
             rows += f.result()
@@ -433,8 +444,8 @@ def main(argv=None):
     print(f"triton {triton.__version__}, torch {torch.__version__}, set {args.which}: "
           f"{len(rows)} variants compiled in {time.perf_counter() - t0:.0f} s "
           f"({n} processes)")
-    print("ld/st bits: width of each global load/store instruction x count, over all "
-          "variants (128 = one 16-byte vector access)")
+    print(f"ld/st bits: width of each global load/store instruction x count, summed over the "
+          f"variants for sm_{archs[0]} (128 = one 16-byte access); spill = local + stack bytes")
     print(markdown(table))
     if args.markdown:
         with open(args.markdown, "w") as f:
