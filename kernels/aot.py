@@ -8,9 +8,9 @@ degrees that select each edge block; each kernel launch is recorded instead of r
 distinct launch is then compiled for each target by Triton's own JIT (``warmup`` under a
 stand-in driver that reports the target), so constexprs, block sizes and the argument
 specialization (16-byte aligned pointers, integers divisible by 16) are exactly what the
-launchers produce at run time. Per compiled variant: registers, local memory (spills; what
-Triton reports as ``n_spills``), shared memory, and the width of the global loads/stores in the
-PTX (128-bit = ``ld.global.v4.b32``, ...). Exit status 1 on any compile error or spill.
+launchers produce at run time. Per compiled variant: registers, spilled bytes (ptxas' spill
+stores), stack frame, shared memory, and the width of the global loads/stores in the PTX
+(128-bit = ``ld.global.v4.b32``, ...). Exit status 1 on any compile error or spill.
 
 ``--set full`` crosses every option with every dtype, width and degree one option at a time
 (all on, all off, each value toggled from all on); ``--set ci`` (the CI test) compiles the
@@ -274,22 +274,40 @@ def global_access_bits(ptx: str):
     return out
 
 
+def _nvidia_tool(name):
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
 def _resources(cubin: bytes):
     """(registers, stack bytes, local bytes) of the cubin's kernel, from cuobjdump (shipped
     with Triton's NVIDIA backend)."""
-    import triton
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                        "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run([_nvidia_tool("cuobjdump"), "--dump-resource-usage", f.name],
+                              capture_output=True, text=True, check=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", text)
     if m is None:
         raise RuntimeError(f"cuobjdump output not understood:\n{text}")
     return tuple(int(v) for v in m.groups())
+
+
+def _spill_stores(ptx: str, arch: int, kernel: str) -> int:
+    """Bytes of spill stores ptxas reports for the kernel itself (asked only when the cubin
+    uses local memory at all; the register saves of a called subroutine, such as the slow path
+    of an fp64 division, show as its stack frame instead)."""
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        gpu = f"sm_{arch}" + ("a" if arch == 90 else "")
+        r = subprocess.run([_nvidia_tool("ptxas"), "-v", f"--gpu-name={gpu}", src, "-o",
+                            os.path.join(d, "k.o")], capture_output=True, text=True, check=True)
+    found = re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes "
+                       r"spill stores", r.stdout + r.stderr)
+    return sum(int(v) for name, v in found if name == kernel)
 
 
 def _constexprs(fn, args, kwargs):
@@ -331,9 +349,10 @@ def compile_jobs(arch, indices):
                 rows.append(row)
                 continue
             regs, stack, local = _resources(k.asm["cubin"])
+            spill = _spill_stores(k.asm["ptx"], arch, fn.__name__) if stack or local else 0
             acc = global_access_bits(k.asm["ptx"])
             row.update(seconds=time.perf_counter() - t0, regs=regs, stack=stack, local=local,
-                       spill=stack + local, smem=k.metadata.shared,
+                       spill=spill, smem=k.metadata.shared,
                        num_warps=k.metadata.num_warps,
                        ld=dict(acc["ld"]), st=dict(acc["st"]), error="")
             rows.append(row)
@@ -376,7 +395,8 @@ def summary(rows):
             row[f"regs {a}"] = f"{min(regs)}-{max(regs)}" if regs else "-"
         first = [r for r in rs if r["arch"] == archs[0]]
         row.update({
-            "spill B": max(r["spill"] for r in rs), "smem B": max(r["smem"] for r in rs),
+            "spill B": max(r["spill"] for r in rs), "stack B": max(r["stack"] for r in rs),
+            "smem B": max(r["smem"] for r in rs),
             "ld bits": _bits(sum((collections.Counter(r["ld"]) for r in first),
                                  collections.Counter())),
             "st bits": _bits(sum((collections.Counter(r["st"]) for r in first),
@@ -445,7 +465,7 @@ def main(argv=None):
           f"{len(rows)} variants compiled in {time.perf_counter() - t0:.0f} s "
           f"({n} processes)")
     print(f"ld/st bits: width of each global load/store instruction x count, summed over the "
-          f"variants for sm_{archs[0]} (128 = one 16-byte access); spill = local + stack bytes")
+          f"variants for sm_{archs[0]} (128 = one 16-byte access); spill = ptxas spill-store bytes")
     print(markdown(table))
     if args.markdown:
         with open(args.markdown, "w") as f:
@@ -455,7 +475,7 @@ def main(argv=None):
               f"{r['error']} ({r['example']})")
     for r in spills:
         print(f"SPILL {r['kernel']} {r['arch']} {r['dtype']} {r['constexprs']}: "
-              f"{r['spill']} B local/stack, {r['regs']} registers")
+              f"{r['spill']} B spill stores, {r['regs']} registers")
     print(f"{len(errors)} compile errors, {len(spills)} variants with spills")
     return 1 if errors or spills else 0
 

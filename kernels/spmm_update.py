@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .picard_update import _segment_sqrt_sum_kernel, segments
-from .spmm import _tl_acc, acc_dtype, block_f, edge_dot, gather, row_blocks, transposed_weights
+from .spmm import (_tl_acc, acc_dtype, block_f, edge_dot, gather, num_warps, row_blocks,
+                   transposed_weights)
 
 ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 _SEG_BLOCK = 256
@@ -214,7 +215,7 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             dropout, thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
-            BLOCK_R=br, BLOCK_E=be, BLOCK_F=block_f(width))
+            BLOCK_R=br, BLOCK_E=be, BLOCK_F=block_f(width), num_warps=num_warps(block_f(width)))
     if batch is None:
         res = rowsq[:n].sum().sqrt().reshape(1)
         norm = rowsq[n:].sum().sqrt().reshape(1) if return_norm else rowsq.new_empty(0)
