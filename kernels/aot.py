@@ -24,7 +24,6 @@ import collections
 import concurrent.futures
 import contextlib
 import csv
-import itertools
 import multiprocessing
 import os
 import re
