@@ -166,7 +166,8 @@ def update():
             sel = pick(rs, case="fused_out", dtype=d, n=n)
             if need(sel, f"update: no {d} n={n} row"):
                 r = sel[0]
-                parts.append(f"{d} {int(n):.0e}: {f(r['GB/s'], '.0f')} GB/s = "
+                size = "2^28" if n == "268435456" else f"{int(n):.0e}"
+                parts.append(f"{d} {size}: {f(r['GB/s'], '.0f')} GB/s = "
                              f"{f(r['pct_copy_bw'], '.0f')}% of copy, x{f(r['x_compile'])} "
                              "vs compile")
     return "; ".join(parts)
