@@ -343,3 +343,28 @@ def test_bad_arguments():
     x, ei, _ = toy_graph()
     with pytest.raises(ValueError, match="keep the width"):
         PIGN(6, 8, 2, conv=Widen())(x, ei)
+
+
+@pytest.mark.parametrize("how", ["data", "numpy", "inference"])
+def test_edge_index_edited_behind_autograd_is_seen(how):
+    """The Graph cache trusted tensor identity and version: edits through .data or numpy do
+    not bump the version, so a changed graph silently reused the old one."""
+    x, ei, _ = toy_graph()
+    fused, plain = _fused_pair(dropout=0.0)
+    fused.eval(), plain.eval()
+    if how == "inference":
+        with torch.inference_mode():
+            ei = ei.clone()
+    before = fused(x, ei)
+    new = ei.clone()
+    new[1, :25] = (new[1, :25] + 7) % 40
+    if how == "data":
+        ei.data[1, :25] = new[1, :25]
+    elif how == "numpy":
+        ei.numpy()[1, :25] = new[1, :25].numpy()
+    else:
+        with torch.inference_mode():
+            ei[1, :25] = new[1, :25]
+    after = fused(x, ei)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, plain(x, new), rtol=1e-5, atol=1e-6)

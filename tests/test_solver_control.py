@@ -215,3 +215,63 @@ def test_picard_loop_step_passes_python_errors_through():
 
 def test_default_loop_is_cpp():
     assert loop_mod.IMPL == "cpp"
+
+
+# ------------------------------------------------------------------ hostile use
+def test_control_with_meta_state_is_an_error():
+    """picard_control_ with a meta frozen mask silently did nothing."""
+    st = fresh_state(3, torch.float32, 4)
+    st["frozen"] = st["frozen"].to("meta")
+    with pytest.raises(ValueError, match="meta"):
+        torch.ops.fastpicard.picard_control_(torch.ones(3), torch.ones(3),
+                                             *(st[k] for k in OP_STATE), 0, 1e-3, False, 1e3)
+
+
+def test_picard_loop_step_with_meta_is_an_error():
+    x0 = torch.zeros(3)
+    loop = loop_mod.CppLoop(x0, 0.5, None, 1, False, 1e-30, False, 5, 1e3, 1, True)
+    with pytest.raises(ValueError, match="meta"):
+        loop.step(x0, torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="x0"):  # x must be shaped like x0
+        loop.step(torch.zeros(4), torch.ones(4))
+
+
+def test_uninitialised_picard_loop_is_refused():
+    """PicardLoop.__new__ without __init__: .steps read garbage, .step() segfaulted."""
+    from helpers import run_isolated
+    r = run_isolated("""
+        import torch
+        from fastpicard.solver.loop import CppLoop
+        loop = CppLoop.__new__(CppLoop)
+        for call in (lambda: loop.steps, lambda: loop.step(torch.ones(3), torch.ones(3)),
+                     lambda: loop.finish(torch.ones(3)), lambda: loop.active_rows()):
+            try:
+                print("RETURNED", call())
+            except (TypeError, RuntimeError) as e:
+                print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("refused:") == 4 and "RETURNED" not in r.stdout, r.stdout
+
+
+def test_picard_loop_shared_by_threads_loses_no_step():
+    """step() released the GIL without a lock: eight threads sharing one loop lost updates
+    (a trace row never written, an iteration not counted)."""
+    import threading
+    x0, z = torch.randn(4), torch.randn(4)
+    for reuse in (True, False):
+        loop = loop_mod.CppLoop(x0, 0.5, None, 1, False, 1e-30, False, 10 ** 6, math.inf, 1,
+                                reuse)
+        n = 1500
+
+        def work():
+            for _ in range(n):
+                loop.step(x0, z)
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        _, (iters, _, _, _, _, trace) = loop.finish(x0)
+        assert loop.steps == 8 * n and int(iters) == 8 * n
+        assert trace.shape == (8 * n, 1) and not trace.isnan().any()
