@@ -81,12 +81,12 @@ def test_anderson_unrolled_gradients_finite_when_samples_stop_at_different_steps
     unused branch's inf/NaN still poisoned every gradient (NaN through where)."""
     d = 6
     M, f = slow_map(d=d, b=3, lam=0.6, seed=2)
-    scale = torch.tensor([1e-6, 1.0, 30.0], dtype=F64)[:, None]  # stop at very different steps
+    scale = torch.tensor([1e-3, 1.0, 1e3], dtype=F64)[:, None]  # stop at different steps
     f = f * scale
     M.requires_grad_()
     f.requires_grad_()
     w = torch.randn_like(f)
-    x, st = picard(lambda x: x @ M.T + f, torch.zeros_like(f), tol=1e-10, max_iter=400,
+    x, st = picard(lambda x: x @ M.T + f, torch.zeros_like(f), tol=1e-12, max_iter=400,
                    solver="anderson", anderson_m=m, backward="unroll", batch="leading")
     assert st.converged.all()
     assert int(st.iterations.max()) - int(st.iterations.min()) > m  # frozen for > m steps
