@@ -31,6 +31,15 @@ def backends(device="cpu"):
     return out
 
 
+def on_backend(backend: str):
+    """The context a backend runs in on CPU tensors: the Triton kernels need the interpreter
+    switch around forward and backward (see conftest's ``triton_cpu``)."""
+    import contextlib
+    if backend == "triton" and not torch.cuda.is_available():
+        return _backend.triton_cpu_kernels()
+    return contextlib.nullcontext()
+
+
 def needs_triton():
     return pytest.mark.skipif(
         not (_backend.triton_available() and (torch.cuda.is_available()

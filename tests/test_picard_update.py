@@ -23,8 +23,8 @@ def make(shape, dtype, batched, frozen_p=0.0):
     kw = {}
     if batched:
         rows = shape[0]
-        s = 5
-        kw["batch"] = torch.randint(0, s, (rows,))  # unsorted, some samples may be empty
+        s = min(5, rows)  # a batch of R rows holds at most R samples
+        kw["batch"] = torch.randint(0, max(s, 1), (rows,))  # unsorted, some may be empty
         kw["num_samples"] = s
         if frozen_p:
             kw["frozen"] = torch.rand(s) < frozen_p
@@ -219,14 +219,14 @@ def bad_cases():
         (dict(x=x, z=z, alpha=float("nan")), ValueError, "alpha"),
         (dict(x=x, z=z, alpha="0.5"), TypeError, "alpha"),
         (dict(x=x, z=z, batch=b[:5]), ValueError, "batch must have shape"),
-        (dict(x=x, z=z, batch=b.int()), TypeError, "batch must be an int64"),
-        (dict(x=x, z=z, batch=b, num_samples=2), IndexError, "batch contains id 2"),
-        (dict(x=x, z=z, batch=b - 1, num_samples=3), IndexError, "batch contains id -1"),
+        (dict(x=x, z=z, batch=b.int()), TypeError, "batch must be int64"),
+        (dict(x=x, z=z, batch=b, num_samples=2), IndexError, "batch.* contains (id )?2"),
+        (dict(x=x, z=z, batch=b - 1, num_samples=3), IndexError, "batch.* contains (id )?-1"),
         (dict(x=x, z=z, num_samples=3), ValueError, "needs a batch"),
         (dict(x=x, z=z, batch=b, frozen=torch.tensor([True, False])), ValueError,
          "frozen must have shape"),
         (dict(x=x, z=z, batch=b, frozen=torch.tensor([1, 0, 1])), TypeError,
-         "frozen must be a bool"),
+         "frozen must be bool"),
         (dict(x=x, z=z, out=torch.empty(6, 3)), ValueError, "out must match"),
         (dict(x=x, z=z, out=torch.empty(2, 6).t()), ValueError, "out must be contiguous"),
         (dict(x=x, z=z, backend="cuda"), ValueError, "backend must be one of"),
@@ -297,7 +297,7 @@ def test_out_partly_overlapping_an_input_is_refused(backend):
 @pytest.mark.skipif(not fastpicard.extension_available(), reason="needs the compiled extension")
 def test_out_op_refuses_partial_overlap_and_bumps_the_version():
     buf = torch.arange(10.0)
-    with pytest.raises(RuntimeError, match="single memory location|overlap"):
+    with pytest.raises(ValueError, match="overlaps x partly"):
         torch.ops.fastpicard.picard_update_out(buf[:-1], torch.zeros(9), 0.5, None, 1, None,
                                                False, buf[1:])
     # autograd notices that a tensor it saved was overwritten through out=
