@@ -58,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_cpu(
   p.alpha = alpha;
   p.act = parse_act(act);
   p.slope = negative_slope;
-  p.drop = graph_cpu::dropout_params(dropout, seed);
+  p.drop = graph_cpu::dropout_params(dropout, seed, "spmm_update");
   p.batch = batch.has_value() ? batch->const_data_ptr<int64_t>() : nullptr;
   p.frozen = frozen.has_value() ? frozen->const_data_ptr<bool>() : nullptr;
   graph_cpu::kernels().update_forward(p);
@@ -115,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
   p.alpha = alpha;
   p.act = a;
   p.slope = negative_slope;
-  p.drop = graph_cpu::dropout_params(dropout, seed);
+  p.drop = graph_cpu::dropout_params(dropout, seed, op);
   p.batch = batch.has_value() ? batch->const_data_ptr<int64_t>() : nullptr;
   p.frozen = frozen.has_value() ? frozen->const_data_ptr<bool>() : nullptr;
   graph_cpu::kernels().update_backward_rows(p);

@@ -47,8 +47,8 @@ def _fake_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm, 
             grad.new_empty((shape[1],) if need_bias else (0,)))
 
 
-def _check_seed(checks, seed, what):
-    if seed is not None:  # the kernels hash its two words as 31-bit values
+def _check_seed(checks, seed, dropout, what):
+    if dropout > 0:  # the kernels hash the seed's two words as 31-bit values
         checks.check(what, ids=(seed, 2 ** 31))
 
 
@@ -60,7 +60,7 @@ def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x
         rowptr, col, weight, bias, seed, batch, frozen)
     checks.check("spmm_update", csr=(rowptr, col, h.shape[0], None),
                  ids=None if batch is None else (batch, num_samples))
-    _check_seed(checks, seed, "spmm_update: seed")
+    _check_seed(checks, seed, dropout, "spmm_update: seed")
     return k.spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, alpha,
                          bias, act, negative_slope, dropout, seed, batch, num_samples, frozen,
                          return_norm, save_act)
@@ -78,7 +78,7 @@ def _triton_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm
     checks.check(what, csr=(t_rowptr, t_col, n, t_perm) if need_h else None, ids=ids)
     if need_weight:
         checks.check(what, csr=(rowptr, col, n, None))
-    _check_seed(checks, seed, f"{what}: seed")
+    _check_seed(checks, seed, dropout, f"{what}: seed")
     return k.spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_perm,
                                   t_weight, h, alpha, act, negative_slope, dropout, seed, batch,
                                   frozen, need_h, need_x, need_weight, need_bias)

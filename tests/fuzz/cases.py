@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import torch
-from hypothesis import settings
+from hypothesis import currently_in_test_context, event, settings
 
 SCALE = float(os.environ.get("FASTPICARD_FUZZ_EXAMPLES_SCALE", "1"))
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -22,6 +22,8 @@ def examples(n: int):
 
 
 def log_case(**case) -> None:
+    if currently_in_test_context():  # --hypothesis-show-statistics counts the defects
+        event(f"defect={case.get('defect')}")
     path = os.environ.get("FASTPICARD_FUZZ_LOG")
     if path:
         with open(path, "w") as f:

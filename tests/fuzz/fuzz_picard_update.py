@@ -40,25 +40,21 @@ NEEDS_ELEMENTS = {"out_partial_x", "out_over_batch", "out_over_frozen"}  # overl
 
 
 @st.composite
-def cases(draw):
-    shape = tuple(draw(st.lists(st.integers(0, 6), max_size=3)))
-    batched = bool(shape) and draw(st.booleans())
+def cases(draw, defect):
+    # what the defect needs: rows (a batch), a frozen mask, a fresh out, some elements
+    need_rows = defect in NEEDS_BATCH
+    need_elements = defect in NEEDS_ELEMENTS or defect in ("out_partial_x", "out_strided")
+    low = 2 if defect in ("out_partial_x", "out_strided") else int(need_rows or need_elements)
+    shape = tuple(draw(st.lists(st.integers(low, 6), min_size=int(low > 0), max_size=3)))
+    batched = need_rows or (bool(shape) and draw(st.booleans()))
     rows = shape[0] if batched else 0
-    case = dict(
+    return dict(
         seed=draw(st.integers(0, 2 ** 16)), shape=shape, dtype=draw(st.sampled_from(DTYPES)),
         layout_x=draw(st.sampled_from(LAYOUTS)), layout_z=draw(st.sampled_from(LAYOUTS)),
         batched=batched, num_samples=draw(st.integers(min(rows, 1), rows)) if batched else 1,
-        frozen=draw(st.booleans()), out=draw(st.sampled_from([None, "fresh", "x", "z"])),
-        return_norm=draw(st.booleans()), alpha=draw(st.floats(0.0, 0.99)))
-    usable = [d for d in DEFECTS
-              if (d not in NEEDS_BATCH or (batched and rows > 0))
-              and (d not in NEEDS_FROZEN or case["frozen"])
-              and (d not in NEEDS_OUT or case["out"] == "fresh")
-              and (d not in NEEDS_ELEMENTS or math.prod(shape) > 0)
-              and not (d == "out_strided" and (math.prod(shape) < 2 or shape[-1] < 2))
-              and not (d == "out_partial_x" and math.prod(shape) < 2)]
-    case["defect"] = draw(st.sampled_from(usable))
-    return case
+        frozen=defect in NEEDS_FROZEN or draw(st.booleans()),
+        out="fresh" if defect in NEEDS_OUT else draw(st.sampled_from([None, "fresh", "x", "z"])),
+        return_norm=draw(st.booleans()), alpha=draw(st.floats(0.0, 0.99)), defect=defect)
 
 
 def build(case):
@@ -190,16 +186,25 @@ def run(case, backend):
         close(got[2], expected[2], dtype, "norm")
 
 
-@examples(400)
-@given(cases())
-def test_cpp_and_reference(case):
-    run(case, "cpp")
-    run(case, "reference")
+VALID_EXAMPLES, DEFECT_EXAMPLES = 150, 8  # per defect: every one is drawn, in varied cases
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS), ids=str)
+def test_cpp_and_reference(defect):
+    @examples(VALID_EXAMPLES if defect is None else DEFECT_EXAMPLES)
+    @given(cases(defect))
+    def check(case):
+        run(case, "cpp")
+        run(case, "reference")
+    check()
 
 
 @pytest.mark.skipif(not (_backend.triton_available() and _backend.triton_interpreting()),
                     reason="Triton interpreter not active")
-@examples(60)
-@given(cases())
-def test_triton(case):
-    run(case, "triton")
+@pytest.mark.parametrize("defect", list(DEFECTS), ids=str)
+def test_triton(defect):
+    @examples(30 if defect is None else 2)
+    @given(cases(defect))
+    def check(case):
+        run(case, "triton")
+    check()

@@ -59,6 +59,8 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
     n, f = h.shape
     check_csr(rowptr, col, n, "spmm_update")
     check_ids(batch, num_samples, "spmm_update: batch")
+    if dropout > 0:
+        check_ids(seed, 2 ** 31, "spmm_update: seed")  # the kernels hash 31-bit words
     acc = stat_dtype(h.dtype)
     msg, rows = messages(rowptr, col, weight, h)
     pre = torch.zeros((n, f), dtype=acc, device=h.device).index_add(0, rows, msg)
