@@ -5,18 +5,24 @@
 // torch.compile): it checks the arguments and calls the internal op (_picard_update[_out]),
 // which holds the CPU, CUDA, fake and autograd kernels. The *_check ops run the same checks
 // alone, for the pure-torch reference.
-#include "picard_update.h"
-
+#include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <tuple>
 
 #include "common.h"
 
 namespace fastpicard {
+namespace {
 
+using Out3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using Out2 = std::tuple<at::Tensor, at::Tensor>;
+using OptTensor = c10::optional<at::Tensor>;
+
+// Everything but the values of batch, which the kernels check; messages name the Python
+// argument.
 void check_picard_update_args(const at::Tensor& x, const at::Tensor& z, double alpha,
                               const c10::optional<at::Tensor>& batch, int64_t num_samples,
                               const c10::optional<at::Tensor>& frozen) {
@@ -36,6 +42,8 @@ void check_picard_update_args(const at::Tensor& x, const at::Tensor& z, double a
   check_frozen(op, frozen, num_samples, x);
 }
 
+// The same, and out: shaped like x, contiguous, memory of its own or x/z exactly, never
+// needing a gradient.
 void check_picard_update_out_args(const at::Tensor& x, const at::Tensor& z, double alpha,
                                   const c10::optional<at::Tensor>& batch, int64_t num_samples,
                                   const c10::optional<at::Tensor>& frozen, const at::Tensor& out) {
@@ -56,12 +64,6 @@ void check_picard_update_out_args(const at::Tensor& x, const at::Tensor& z, doub
   if (batch.has_value()) check_no_overlap(op, out, "batch", *batch, false);
   if (frozen.has_value()) check_no_overlap(op, out, "frozen", *frozen, false);
 }
-
-namespace {
-
-using Out3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Out2 = std::tuple<at::Tensor, at::Tensor>;
-using OptTensor = c10::optional<at::Tensor>;
 
 Out3 picard_update(const at::Tensor& x, const at::Tensor& z, double alpha, const OptTensor& batch,
                    int64_t num_samples, const OptTensor& frozen, bool return_norm) {

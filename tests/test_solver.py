@@ -231,6 +231,7 @@ BAD_ARGS = [
     (dict(batch=torch.zeros(4, dtype=torch.int32)), TypeError, "batch"),
     (dict(batch=torch.zeros(3, dtype=torch.int64)), ValueError, "batch"),
     (dict(batch=torch.tensor([0, -1, 0, 0])), IndexError, "batch"),
+    (dict(batch=torch.tensor([0, 7, 0, 0])), ValueError, "without gaps"),
     (dict(batch=[0, 1]), TypeError, "batch"),
     (dict(dist_sync=1), TypeError, "dist_sync"),
     (dict(dist_sync=True), RuntimeError, "dist_sync"),

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "common.h"
-#include "picard_update.h"
 
 namespace fastpicard {
 namespace {

@@ -112,9 +112,11 @@ class PIGN(nn.Module):
             ``check_every``, ...).
 
     ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
-    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph`` (needed under
-    ``torch.compile``: building one reads the graph's size from the device). ``last_stats``
-    holds the solver statistics of the latest call.
+    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph``, used as is (the explicit
+    way to reuse one: no per-call comparison or host read; needed under ``torch.compile``,
+    where building one reads the graph's size from the device). For an edge_index tensor the
+    Graph is rebuilt whenever its values change (compared with a copy every call).
+    ``last_stats`` holds the solver statistics of the latest call.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,

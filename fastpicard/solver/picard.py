@@ -151,6 +151,10 @@ def _config(fn, x0, alpha, tol, max_iter, stop, batch, check_every, backward, ph
         if batch.numel() and int(batch.min()) < 0:  # one read at the start, not per step
             raise IndexError(f"picard: batch contains negative id {int(batch.min())}")
         num_samples = int(batch.max()) + 1 if batch.numel() else 0
+        if num_samples > batch.numel():
+            raise ValueError(f"picard: batch ids reach {num_samples - 1} with only "
+                             f"{batch.numel()} rows: number the samples 0..S-1 without gaps "
+                             "(e.g. torch.unique(batch, return_inverse=True)[1])")
     else:
         raise TypeError(f"picard: batch must be None, 'leading' or an int64 Tensor, got "
                         f"{type(batch).__name__}")
