@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cases import CLEAR, assert_ran, assert_refused, examples, log_case, outcome
+from cases import assert_ran, assert_refused, examples, log_case, outcome
 from fastpicard import Graph
 from fastpicard.ops import spmm
 

@@ -4,15 +4,13 @@ devices (meta included) and index values, on every backend: the reference's answ
 gradients) or a clear error."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cases import (CLEAR, DTYPES, assert_ran, assert_refused, close, examples, layout,
-                   log_case, outcome)
+from cases import (DTYPES, assert_ran, assert_refused, close, examples, layout, log_case,
+                   outcome)
 from fastpicard import Graph
 from fastpicard.ops import _backend, reference
 from fastpicard.ops.spmm import graph_tensors

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cases import (CLEAR, DTYPES, LAYOUTS, assert_ran, assert_refused, close, examples, layout,
+from cases import (DTYPES, LAYOUTS, assert_ran, assert_refused, close, examples, layout,
                    log_case, outcome)
 from fastpicard.ops import _backend, picard_update, reference
 
