@@ -24,7 +24,8 @@ def test_fuzz(group, tmp_path):
         pytest.skip("the ops' fuzz cases compare the compiled kernels")
     log = tmp_path / "case.txt"
     env = dict(os.environ, FASTPICARD_FUZZ_LOG=str(log))
-    r = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "pytest", "-q", "-x",
+    # -P: the checkout must not shadow the installed package (CI tests a regular install)
+    r = subprocess.run([sys.executable, "-P", "-X", "faulthandler", "-m", "pytest", "-q", "-x",
                         "-p", "no:cacheprovider", str(HERE / "fuzz" / f"fuzz_{group}.py")],
                        cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=1200)
     last = log.read_text() if log.exists() else "(none)"
