@@ -166,7 +166,8 @@ def test_ctrl_c_stops_the_cpp_loop():
             print("interrupted", flush=True)
             sys.exit(3)
     """)
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+    # -P: the compiled loop of the installed package, not a checkout's source folder
+    p = subprocess.Popen([sys.executable, "-P", "-c", code], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "started"
