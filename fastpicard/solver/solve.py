@@ -161,7 +161,8 @@ def report(stats, opts, n_div):
         if opts.on_diverge == "raise":
             raise DivergenceError(message)
         warnings.warn(message, RuntimeWarning, stacklevel=_caller_level())
-    _warn_if_not_contracting(stats)
+    if stats.steps >= opts.max_iter:  # (a solve that stopped earlier met its tolerance)
+        _warn_if_not_contracting(stats)
 
 
 # ---------------------------------------------------------------- tolerance never met
