@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 
 def machine() -> dict:
