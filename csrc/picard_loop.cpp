@@ -160,7 +160,11 @@ at::Tensor PicardLoop::rows(const at::Tensor& mask) const {
 
 LoopResult PicardLoop::finish(const at::Tensor& x) const {
   check_iterate("PicardLoop.finish", x);
-  const at::Tensor answer = n_active_ == 0 ? x : at::where(rows(active()), keep_, x);
+  // Running samples return their best iterate, stopped ones x: a select only when both kinds
+  // exist and the best iterate is not x itself (a full pass, and one more in a backward).
+  const at::Tensor answer = n_active_ == 0 || keep_.is_same(x) ? x
+                            : n_active_ == S_                ? keep_
+                                                             : at::where(rows(active()), keep_, x);
   auto host = [](const at::Tensor& t) { return t.is_cpu() ? t : t.cpu(); };
   return {answer, host(iters_), host(stats_[kAbs]), host(stats_[kRel]), host(converged_),
           host(diverged_), host(trace_.narrow(0, 0, k_))};

@@ -222,6 +222,57 @@ def test_solver_options_pass_through(opts):
     assert losses[-1] < losses[0]
 
 
+def previous_fused_path(model, x, ei, batch=None):
+    """PIGN's GCN path with a tolerance before the C++ loop: picard on the fused step (which
+    smooths itself) with alpha=0."""
+    from fastpicard.ops import spmm_update
+    h = F.dropout(F.relu(model.encoder(x)), model.dropout, model.training)
+    graph = fastpicard.Graph.from_edge_index(ei, x.shape[0], norm="gcn", dtype=x.dtype)
+    W, b = model.conv.lin.weight, model.conv.bias
+    p = model.dropout if model.training else 0.0
+    h, st = fastpicard.picard(
+        lambda z: spmm_update(graph, F.linear(z, W), z, model.alpha, bias=b, act="relu",
+                              dropout=p, batch=batch)[0],
+        h, alpha=0.0, tol=model.tol, max_iter=model.max_iter, batch=batch, **model.solver_opts)
+    return model.decoder(h), st
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("batched", [False, True])
+def test_fused_tolerance_runs_the_cpp_loop_and_matches_the_previous_path(
+        dtype, training, batched, monkeypatch):
+    """With a tolerance the fused GCN path runs picard_gcn's C++ loop: the same outputs,
+    gradients and iterations as the generic solver around the fused step, without its extra
+    pass per step (same dropout draws in training)."""
+    from fastpicard.solver import gcn as gcn_mod
+    runs, cpp_loop = [], gcn_mod._run
+    monkeypatch.setattr(gcn_mod, "_run", lambda *a: runs.append(1) or cpp_loop(*a))
+    x, ei, _ = toy_graph()
+    batch = (torch.arange(40) >= 25).long() if batched else None
+    if batched:  # two components: drop the edges between them
+        ei = ei[:, (ei[0] >= 25) == (ei[1] >= 25)]
+    torch.manual_seed(0)
+    model = PIGN(6, 16, 3, tol=1e-4, max_iter=60, dropout=0.3).to(dtype).train(training)
+    with torch.no_grad():
+        model.conv.lin.weight.mul_(0.3)  # contractive: stops early
+    x = x.to(dtype)
+    torch.manual_seed(1)
+    out = model(x, ei, batch)
+    st = model.last_stats
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    torch.manual_seed(1)
+    ref, ref_st = previous_fused_path(model, x, ei, batch)
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    assert runs == ([1] if fastpicard.extension_available() else [])  # the C++ loop ran
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)
+    assert torch.equal(st.iterations, ref_st.iterations) and st.steps == ref_st.steps < 60
+    assert torch.equal(st.converged, ref_st.converged)
+    assert st.num_samples == (2 if batched else 1)
+
+
 def test_per_graph_early_exit_with_batch():
     """Two graphs in one PyG-style batch: each stops at its own iteration, and gets the same
     answer as when solved alone."""

@@ -32,7 +32,7 @@ def test_long_title_fits_and_path_saves(tmp_path):
 def test_fixed_schedule_draws_no_tolerance_and_uses_the_given_axes():
     from fastpicard.nn import PIGN
 
-    model = PIGN(3, 4, 2, max_iter=3, dropout=0.0)  # tol=None: the fixed schedule, tol 0
+    model = PIGN(3, 4, 2, max_iter=3, dropout=0.0)  # tol=None: the fixed schedule, no tol
     model(torch.randn(5, 3), torch.tensor([[0, 1, 2], [1, 2, 3]]))
     fig, (a, b) = plt.subplots(1, 2)
     assert model.last_stats.plot(ax=b) is fig

@@ -4,12 +4,17 @@
   architecture in plain PyG (GCNConv in a Python loop, as in the authors' iterativeGCN).
 * ``accuracy``: test accuracy over seeds (200 epochs, public split) of fastpicard's PIGN and the
   plain PyG loop with the authors' GCN and GAT settings.
+* ``tol``: PIGN (GCN) per step with a tolerance (the fused graph solve, loop in C++) vs the
+  fixed schedule and vs the previous tolerance path (the generic solver around the fused step
+  with alpha=0: one more pass over N x F and a second residual per step).
 * ``vit``: forward+backward of IterativeViT (FieldViT backbone) and ANIE vs a plain loop over
   the same blocks.
 """
 from __future__ import annotations
 
 import statistics
+import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +23,9 @@ from torch import nn
 from ..datasets import planetoid
 from ..nn import ANIE, PIGN, FieldViT, IterativeViT
 from .data import add_data_argument, load_planetoid
-from .timing import append_csv, interleaved_medians, print_table
+from .timing import append_csv, interleaved_medians, interleaved_samples, print_table
 
-PARTS = ("speed", "accuracy", "vit")
+PARTS = ("speed", "accuracy", "tol", "vit")
 # the authors' settings (issue 5): GCN and GAT on Cora, 2 iterations, 200 epochs
 ACC_SETTINGS = {
     "gcn": dict(alpha=0.5, lr=0.01, weight_decay=5e-4, hidden=32, dropout=0.5, iters=2),
@@ -29,7 +34,7 @@ ACC_SETTINGS = {
 
 
 def add_arguments(p):
-    p.add_argument("--parts", default="speed,accuracy,vit", help=f"comma-separated: {PARTS}")
+    p.add_argument("--parts", default="speed,accuracy,tol,vit", help=f"comma-separated: {PARTS}")
     p.add_argument("--datasets", default="Cora,PubMed")
     p.add_argument("--hidden", default="32,64")
     p.add_argument("--iterations", type=int, default=8)
@@ -38,6 +43,9 @@ def add_arguments(p):
     p.add_argument("--convs", default="gcn,gat", help="convs for the accuracy runs")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--clock", choices=("wall", "process"), default="wall",
+                   help="tol part: wall-clock or process CPU time (CPU only; steadier than "
+                        "wall-clock on a shared machine)")
 
 
 class PlainPIGN(nn.Module):
@@ -149,6 +157,75 @@ def run_accuracy(args, device):
     return rows
 
 
+class GenericTolPIGN(PIGN):
+    """PIGN's GCN path with a tolerance as it was: ``fastpicard.picard`` around the fused step
+    (which smooths itself) with alpha=0, so the solver's own update adds a pass per step."""
+
+    def forward(self, x, edge_index, batch=None):
+        from ..ops import spmm_update
+        from ..solver import picard
+
+        h = F.dropout(F.relu(self.encoder(x)), self.dropout, self.training)
+        graph = self._graph(edge_index, x.shape[0], h.dtype)
+        w, b = self.conv.lin.weight, self.conv.bias
+        p = self.dropout if self.training else 0.0
+        h, self.last_stats = picard(
+            lambda z: spmm_update(graph, F.linear(z, w), z, self.alpha, bias=b, act=self.act,
+                                  dropout=p)[0],
+            h, alpha=0.0, tol=self.tol, max_iter=self.max_iter, **self.solver_opts)
+        return self.decoder(h)
+
+
+def run_tol(args, device):
+    """Per step: every variant runs exactly --iterations steps (tol 1e-30 is never met) and
+    returns the same iterate: a contractive layer (conv weight of spectral norm 0.5, no
+    dropout), so the last iterate is the lowest-residual one that a tolerance solve returns
+    ("returned": the step whose iterate came back in the last call)."""
+    rows = []
+    for name in args.datasets.split(","):
+        data = load_planetoid(name, args.data, normalize=True)
+        if data is None:
+            continue
+        data = data.to(device)
+        for hidden in (int(h) for h in args.hidden.split(",")):
+            models = {}
+            for label, cls, tol in (("fixed", PIGN, None), ("tol_cpp_loop", PIGN, 1e-30),
+                                    ("tol_generic", GenericTolPIGN, 1e-30)):
+                torch.manual_seed(0)  # identical weights
+                m = cls(data.num_features, hidden, data.num_classes, conv="gcn",
+                        max_iter=args.iterations, tol=tol, dropout=0.0).to(device)
+                with torch.no_grad():  # spectral norm 0.5: a contraction
+                    w = m.conv.lin.weight
+                    w.mul_(0.5 / torch.linalg.matrix_norm(w, 2))
+                models[label] = m
+            cases = {}
+            for label, m in models.items():
+                # lr 0: an epoch's full work, but the weights (and the contraction) stay put
+                opt = torch.optim.Adam(m.parameters(), lr=0.0)
+                cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
+                cases[f"{label}/forward"] = _forward_fn(m, data)
+            clock = time.process_time if args.clock == "process" else time.perf_counter
+            with warnings.catch_warnings():  # tol 1e-30 is out of reach on purpose
+                warnings.filterwarnings("ignore", message="picard: tol=")
+                t = {k: statistics.median(v) for k, v in interleaved_samples(
+                    cases, device, reps=args.reps, clock=clock).items()}
+            for what in ("epoch", "forward"):
+                ref = t[f"fixed/{what}"]
+                for label, m in models.items():
+                    steps = m.last_stats.steps
+                    assert steps == args.iterations, (label, steps)
+                    trace = m.last_stats.trace[:, 0]
+                    returned = steps if m.tol is None else int(trace.argmin()) + 1
+                    sec = t[f"{label}/{what}"]
+                    rows.append({"bench": "models", "part": "tol", "dataset": data.name,
+                                 "hidden": hidden, "iters": steps, "returned": returned,
+                                 "what": what, "case": label, "clock": args.clock, "ms": sec * 1e3,
+                                 "ms_per_step": sec * 1e3 / steps, "x_fixed": ref / sec})
+    print_table(rows, ["dataset", "hidden", "iters", "returned", "what", "case", "ms",
+                       "ms_per_step", "x_fixed"])
+    return rows
+
+
 def run_vit(args, device):
     rows = []
     torch.manual_seed(0)
@@ -194,6 +271,8 @@ def run_vit(args, device):
 
 def run(args):
     device = torch.device(args.device)
+    if args.clock == "process" and device.type != "cpu":
+        raise SystemExit("models: --clock process measures CPU work: use it with --device cpu")
     parts = args.parts.split(",")
     bad = [p for p in parts if p not in PARTS]
     if bad:
@@ -201,5 +280,6 @@ def run(args):
     rows = []
     for part in parts:
         print(f"== {part}")
-        rows += {"speed": run_speed, "accuracy": run_accuracy, "vit": run_vit}[part](args, device)
+        rows += {"speed": run_speed, "accuracy": run_accuracy, "tol": run_tol,
+                 "vit": run_vit}[part](args, device)
     append_csv(args.csv, rows)

@@ -1,27 +1,19 @@
-"""How the modules iterate.
+"""What the modules need to call the solver: checks of their arguments at construction, and
+the call itself.
 
-* ``tol`` a float: ``fastpicard.picard`` with every option the user passed (backward mode,
-  Anderson, check_every, divergence handling, ...) — the fixed-point (DEQ) semantics, including
-  per-sample early exit and the lowest-residual iterate for samples that never converge.
-* ``tol=None``: the papers' fixed schedule — exactly ``max_iter`` smoothed steps, the last
-  iterate returned, backpropagation through every step. ``picard`` has no such mode (it always
-  checks a tolerance and returns a sample's lowest-residual iterate when it runs out of
-  iterations), so it runs here on the solver's own fused update op ``ops.picard_update``,
-  without a host read until the end: no per-step sync, and ``torch.compile`` sees one graph.
-  Options that only mean something with a tolerance (implicit/phantom gradients at a fixed
-  point, Anderson) need ``tol``.
+``tol`` a float runs ``fastpicard.picard`` to that tolerance with every option the user passed
+(backward mode, Anderson, check_every, divergence handling, ...); ``tol=None`` runs its fixed
+schedule (exactly ``max_iter`` steps, the last iterate returned, backpropagated through every
+step: the papers' training loop). PIGN's GCN layer runs on the fused graph solve
+(``fastpicard.picard_gcn``'s, the loop in C++ with a tolerance).
 """
 from __future__ import annotations
 
 import inspect
-import math
 import numbers
-import time
-import warnings
 
-import torch
-
-from ..ops import picard_update
+from ..solver import picard
+from ..solver.gcn import layer_options, solve_layer
 
 _FIXED_OK = {"backward": ("unroll",), "solver": ("picard",)}
 # options that only steer an early-exit solve: with tol=None they would be ignored
@@ -33,8 +25,6 @@ _RESERVED = ("alpha", "tol", "max_iter", "batch")  # the modules' own arguments
 def check_solver_opts(owner: str, opts: dict, tol) -> dict:
     """Validates the ``**solver_opts`` a module forwards to ``picard`` when the module is built,
     so a typo or an impossible combination fails there and not at the first forward."""
-    from ..solver import picard
-
     params = inspect.signature(picard).parameters
     for key, value in opts.items():
         if key in _RESERVED:
@@ -53,68 +43,16 @@ def check_solver_opts(owner: str, opts: dict, tol) -> dict:
     return dict(opts)
 
 
-def iterate(fn, x0, *, alpha, tol, max_iter, batch, opts, step=None):
-    """Solves ``x = alpha*x + (1-alpha)*fn(x)`` from x0. Returns ``(x, stats)``.
-
-    ``step``, when given, is a fused ``x -> (x_new, res)`` doing the whole smoothed update with
-    its per-sample residual (PIGN's GCN path); ``fn`` must then be ``lambda x: step(x)[0]``
-    with ``alpha=0`` for the picard route, which is how the caller passes it.
-    """
-    if tol is not None:
-        from ..solver import picard
-
-        return picard(fn, x0, alpha=alpha, tol=tol, max_iter=max_iter, batch=batch, **opts)
-    return _fixed_schedule(fn, x0, alpha, max_iter, batch, opts, step)
+def iterate(fn, x0, *, alpha, tol, max_iter, batch, opts):
+    """Solves ``x = alpha*x + (1-alpha)*fn(x)`` from x0. Returns ``(x, stats)``."""
+    return picard(fn, x0, alpha=alpha, tol=tol, max_iter=max_iter, batch=batch, **opts)
 
 
-def _fixed_schedule(fn, x0, alpha, n, batch, opts, step):
-    from ..solver import DivergenceError, PicardStats
-
-    compiling = torch.compiler.is_compiling()
-    t0 = None if compiling else time.perf_counter()
-    if batch is None:
-        ids, S = None, 1
-    elif isinstance(batch, str):  # "leading"
-        ids, S = torch.arange(x0.shape[0], device=x0.device), x0.shape[0]
-    else:
-        ids, S = batch, (int(batch.max()) + 1 if batch.numel() else 0)
-    x, trace = x0, []
-    for _ in range(n):
-        if step is not None:
-            x, res = step(x)
-        else:
-            x, res = picard_update(x, fn(x), alpha, batch=ids, num_samples=S)
-        trace.append(res)
-    trace = torch.stack(trace)
-    if compiling:  # no host reads inside a compiled graph; stats stay tensors on the device
-        norms = _sample_norms(x.detach(), ids, S)
-        return x, PicardStats(iterations=torch.full((S,), n), abs_residual=trace[-1],
-                              rel_residual=trace[-1] / norms.clamp_min(1e-30),
-                              trace=trace, converged=torch.zeros(S, dtype=torch.bool),
-                              diverged=~torch.isfinite(trace).all(0), time=math.nan, steps=n,
-                              stop="abs", tol=0.0)
-    trace = trace.detach().cpu()
-    norms = _sample_norms(x.detach(), ids, S).cpu()
-    diverged = ~torch.isfinite(trace).all(0)
-    stats = PicardStats(iterations=torch.full((S,), n, dtype=torch.int64),
-                        abs_residual=trace[-1], rel_residual=trace[-1] / norms.clamp_min(
-                            torch.finfo(norms.dtype).tiny), trace=trace,
-                        converged=torch.zeros(S, dtype=torch.bool), diverged=diverged,
-                        time=time.perf_counter() - t0, steps=n, stop="abs", tol=0.0)
-    if diverged.any():
-        msg = (f"fixed-schedule Picard iteration: {int(diverged.sum())} of {S} samples produced "
-               f"non-finite values within {n} steps; see stats.diverged / stats.trace")
-        if opts.get("on_diverge", "warn") == "raise":
-            raise DivergenceError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    return x, stats
-
-
-def _sample_norms(x, ids, S):
-    sq = x.float().reshape(x.shape[0] if x.dim() else 1, -1).pow(2).sum(1)
-    if ids is None:
-        return sq.sum().sqrt().reshape(1)
-    return torch.zeros(S, dtype=sq.dtype, device=x.device).index_add_(0, ids, sq).sqrt()
+def iterate_gcn(graph, x0, conv, *, act, dropout, alpha, tol, max_iter, batch, opts):
+    """:func:`iterate` for ``fn(x) = dropout(act(conv(x)))`` with a GCN ``conv`` (PyG's GCNConv
+    or GCNLayer: ``x W^T``, then Â, then bias) on ``graph``: the fused graph solve."""
+    opts = layer_options(graph, x0, batch, dict(opts, alpha=alpha, tol=tol, max_iter=max_iter))
+    return solve_layer(graph, x0, conv.lin.weight.t(), conv.bias, act, 0.01, dropout, opts)
 
 
 def check_fraction(owner: str, name: str, value, *, closed: bool = False) -> float:

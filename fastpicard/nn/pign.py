@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
+from ..graph import Graph
+from ._solve import (check_count, check_fraction, check_solver_opts, check_tol, iterate,
+                     iterate_gcn)
 
 ACTS = {
     "relu": F.relu,
@@ -49,15 +51,6 @@ def _make_conv(conv: str, hidden: int, dropout: float, kwargs: dict) -> nn.Modul
         return _pyg(conv).SAGEConv(hidden, hidden, **kwargs)
     raise ValueError(f"PIGN: conv must be one of {CONVS} or a message-passing module, "
                      f"got {conv!r}")
-
-
-def _graph_api():
-    """(Graph, spmm_update) when the fused graph kernels are part of this build, else None."""
-    import fastpicard
-
-    graph = getattr(fastpicard, "Graph", None)
-    op = getattr(fastpicard.ops, "spmm_update", None)
-    return (graph, op) if graph is not None and op is not None else None
 
 
 def fusable_gcn(conv: nn.Module) -> bool:
@@ -169,7 +162,7 @@ class PIGN(nn.Module):
         self._graph_cache = None  # (a copy of the last edge_index, its Graph)
 
     def _can_fuse(self) -> bool:
-        return isinstance(self.act, str) and _graph_api() is not None and fusable_gcn(self.conv)
+        return isinstance(self.act, str) and fusable_gcn(self.conv)
 
     @property
     def uses_fused_path(self) -> bool:
@@ -182,8 +175,7 @@ class PIGN(nn.Module):
         holds the same values, compared with a private copy (one pass over the indices, and a
         host read): edits through .data, numpy or inference mode, which bump no version
         counter, are seen too. Weights in float64 for float64 features."""
-        graph_cls = _graph_api()[0]
-        if isinstance(edge_index, graph_cls):
+        if isinstance(edge_index, Graph):
             if edge_index.num_nodes != num_nodes:
                 raise ValueError(f"PIGN: the Graph has {edge_index.num_nodes} nodes but x has "
                                  f"{num_nodes} rows")
@@ -195,7 +187,7 @@ class PIGN(nn.Module):
                     seen.shape == edge_index.shape and seen.dtype == edge_index.dtype and \
                     seen.device == edge_index.device and torch.equal(seen, edge_index):
                 return graph
-        graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
+        graph = Graph.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
         self._graph_cache = (edge_index.detach().clone(), graph)
         return graph
 
@@ -216,36 +208,15 @@ class PIGN(nn.Module):
             else self.eval_max_iter
         if self.uses_fused_path:
             graph = self._graph(edge_index, x.shape[0], h.dtype)
-            if batch is None:  # a batched Graph carries its own graph ids
-                batch = graph.batch
-            step = self._fused_step(graph, batch)
-            # the fused step already smooths: picard iterates it with alpha=0
-            h, self.last_stats = iterate(
-                lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
-                batch=batch, opts=self.solver_opts, step=step)
+            h, self.last_stats = iterate_gcn(
+                graph, h, self.conv, act=self.act, dropout=self.dropout if self.training else 0.0,
+                alpha=self.alpha, tol=self.tol, max_iter=n_iter, batch=batch,
+                opts=self.solver_opts)
         else:
-            if _graph_api() is not None and isinstance(edge_index, _graph_api()[0]):
+            if isinstance(edge_index, Graph):
                 raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
                                 f"{type(self.conv).__name__} takes edge_index")
             h, self.last_stats = iterate(
                 lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
                 max_iter=n_iter, batch=batch, opts=self.solver_opts)
         return self.decoder(h)
-
-    def _fused_step(self, graph, batch):
-        """x -> (x_new, residual): GEMM + one fused spmm_update pass, with the conv's own
-        weight and bias."""
-        spmm_update = _graph_api()[1]
-        weight, bias = self.conv.lin.weight, self.conv.bias
-        p = self.dropout if self.training else 0.0
-        if batch is None:
-            kw = {}
-        elif batch is graph.batch:  # the Graph knows its count: no device read
-            kw = dict(batch=batch, num_samples=graph.num_graphs)
-        else:
-            kw = dict(batch=batch, num_samples=int(batch.max()) + 1 if batch.numel() else 0)
-
-        def step(z):
-            return spmm_update(graph, F.linear(z, weight), z, self.alpha, bias=bias,
-                               act=self.act, dropout=p, **kw)
-        return step

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 
 def machine() -> dict:
@@ -49,11 +50,7 @@ def fmt(values, scale: float = 1.0, digits: int = 1) -> str:
 
 
 def progress(iterable=None, **kwargs):
-    """tqdm progress bar (on stderr); a plain iterator when tqdm is missing."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
+    """tqdm progress bar (on stderr; tqdm is a dependency)."""
     return tqdm(iterable, **kwargs)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..ops import picard_update
+from .solve import solve
 
 
 class _AttachAdjoint(torch.autograd.Function):
@@ -43,9 +44,12 @@ def _reaches_other_leaves(z, x_leaf) -> bool:
     return False
 
 
-def implicit(fn, x_star, cfg, stats):
-    from .picard import solve  # circular: picard imports this module
+def attach(fn, x_star, opts, stats):
+    """x_star (its value) with the gradient of ``opts.backward`` ("implicit" or "phantom")."""
+    return (implicit if opts.backward == "implicit" else phantom)(fn, x_star, opts, stats)
 
+
+def implicit(fn, x_star, opts, stats):
     x_leaf = x_star.detach().requires_grad_()
     with torch.enable_grad():
         z = fn(x_leaf)
@@ -59,21 +63,21 @@ def implicit(fn, x_star, cfg, stats):
     def adjoint(grad):
         grad = grad.contiguous()
         with torch.no_grad():
-            g, adj_stats = solve(lambda v: vjp(v) + grad, grad, cfg)
+            g, adj_stats = solve(lambda v: vjp(v) + grad, grad, opts)
         stats.backward = adj_stats
         return g
 
     return _AttachAdjoint.apply(z, x_star, adjoint)
 
 
-def phantom(fn, x_star, cfg, stats):
+def phantom(fn, x_star, opts, stats):
     y = x_star.detach()
     # Diverged samples stay frozen at their rolled-back iterate: damped steps of a map that
     # blew up there would overflow, and 0 * inf in the backward poisons shared parameters.
     frozen = stats.diverged.to(y.device) if bool(stats.diverged.any()) else None
     with torch.enable_grad():
-        for _ in range(cfg.phantom_steps):
-            y = picard_update(y, fn(y), cfg.alpha, batch=cfg.batch, num_samples=cfg.num_samples,
+        for _ in range(opts.phantom_steps):
+            y = picard_update(y, fn(y), opts.alpha, batch=opts.batch, num_samples=opts.num_samples,
                               frozen=frozen)[0]
     if not y.requires_grad:
         return x_star

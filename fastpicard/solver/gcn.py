@@ -2,8 +2,8 @@
 C++ (at::mm + the fused ``spmm_update`` per step, no Python per iteration)."""
 from __future__ import annotations
 
+import dataclasses
 import time
-import warnings
 
 import torch
 
@@ -13,11 +13,13 @@ from ..ops import _backend
 from ..ops.spmm import check_graph, graph_tensors
 from ..ops.spmm_update import ACTS, spmm_update
 from . import backward as _backward
-from .picard import DivergenceError, _config, _diverge_message, _real, picard
+from .options import _real, options
+from .picard import run
+from .solve import fixed, report
 from .stats import PicardStats
 
 
-def _check(graph, x0, weight, bias, act, dropout, backward):
+def _check(graph, x0, weight, bias, act):
     """What the ops cannot see (the tensors' shapes, dtypes and devices are checked by
     picard_gcn_loop and spmm_update themselves)."""
     op = "picard_gcn"
@@ -27,14 +29,10 @@ def _check(graph, x0, weight, bias, act, dropout, backward):
     _backend.tensor(op, "bias", bias, optional=True)
     if act not in ACTS:
         raise ValueError(f"{op}: act must be one of {ACTS}, got {act!r}")
-    if dropout > 0 and backward != "unroll":
-        raise ValueError(f"{op}: dropout > 0 makes the layer random, so it has no fixed point "
-                         f"to differentiate implicitly: use backward='unroll', got {backward!r}")
 
 
 def picard_gcn(graph: Graph, x0, weight, *, bias=None, act="relu", negative_slope=0.01,
-               dropout=0.0, alpha=0.5, tol=1e-4, max_iter=50, stop="abs", check_every=None,
-               backward="unroll", phantom_steps=5, divergence_factor=1e3, on_diverge="warn"):
+               dropout=0.0, batch=None, **solver_opts):
     """Solves ``x = dropout(act(Â (x W) + b))`` by ``x_{k+1} = alpha*x_k + (1-alpha)*T(x_k)``
     with the loop in C++ (one BLAS GEMM and one fused graph kernel per step).
 
@@ -45,54 +43,69 @@ def picard_gcn(graph: Graph, x0, weight, *, bias=None, act="relu", negative_slop
         weight: [F, F], applied as ``x @ weight``; bias: optional [F].
         act, negative_slope, dropout: as in :func:`fastpicard.ops.spmm_update` (dropout inside
             every step, training mode; needs ``backward="unroll"``).
-        alpha, tol, max_iter, stop, check_every, backward, phantom_steps, divergence_factor,
-        on_diverge: as in :func:`fastpicard.picard`.
+        batch: int64 [num_nodes] sample ids, default the graph's own.
+        **solver_opts: ``alpha``, ``tol``, ``max_iter``, ... as in :func:`fastpicard.picard`
+            (same defaults); ``tol=None`` is the fixed schedule. ``solver="anderson"`` and
+            ``dist_sync`` run the generic solver loop on the same fused step.
 
     Returns:
         ``(x_star, stats)`` like :func:`fastpicard.picard`.
     """
     negative_slope, dropout = _real("negative_slope", negative_slope), _real("dropout", dropout)
-    _check(graph, x0, weight, bias, act, dropout, backward)
+    _check(graph, x0, weight, bias, act)
+    opts = layer_options(graph, x0, batch, solver_opts)
+    if dropout > 0 and opts.backward != "unroll":
+        raise ValueError(f"picard_gcn: dropout > 0 makes the layer random, so it has no fixed "
+                         f"point to differentiate implicitly: use backward='unroll', got "
+                         f"{opts.backward!r}")
+    return solve_layer(graph, x0, weight, bias, act, negative_slope, dropout, opts)
+
+
+def layer_options(graph, x0, batch, solver_opts):
+    """The validated options of a graph layer's solve; the samples default to the graph's
+    (its num_graphs: no device read)."""
+    if batch is None or batch is graph.batch:
+        opts = options(x0, **solver_opts)
+        if graph.batch is not None:
+            opts = dataclasses.replace(opts, batch=graph.batch, num_samples=graph.num_graphs)
+        return opts
+    return options(x0, batch=batch, **solver_opts)
+
+
+def solve_layer(graph, x0, weight, bias, act, negative_slope, dropout, opts):
+    """The solve of ``T(x) = dropout(act(Â (x @ weight) + bias))`` with validated options:
+    every step one GEMM and one fused ``spmm_update`` pass (smoothing, residual and norm
+    included); the loop in C++ wherever it supports the options."""
+    kw = dict(bias=bias, act=act, negative_slope=negative_slope, dropout=dropout,
+              batch=opts.batch, num_samples=opts.num_samples)
+    if opts.fixed:
+        return fixed(lambda x, norm: spmm_update(graph, x @ weight, x, opts.alpha, **kw,
+                                                 return_norm=norm), x0, opts)
 
     def fn(x):  # T(x) by the same fused kernel (alpha = 0 returns z itself)
-        return spmm_update(graph, x @ weight, x, 0.0, bias=bias, act=act,
-                           negative_slope=negative_slope, dropout=dropout)[0]
+        return spmm_update(graph, x @ weight, x, 0.0, **kw)[0]
 
-    # pure-torch fallback (no extension, or higher_order_grads(): the C++ loop's graph kernels
-    # are first-order only): the generic solver on the same T
-    if not _ext.available or _backend.higher_order_enabled():
-        return picard(fn, x0, alpha=alpha, tol=tol, max_iter=max_iter, stop=stop,
-                      batch=graph.batch, check_every=check_every, backward=backward,
-                      phantom_steps=phantom_steps, divergence_factor=divergence_factor,
-                      on_diverge=on_diverge)
-    cfg = _config(fn, x0, alpha, tol, max_iter, stop, None, check_every, backward, phantom_steps,
-                  "picard", 5, 1e-4, divergence_factor, on_diverge, False)
-    if graph.batch is not None:
-        cfg.batch, cfg.num_samples = graph.batch, graph.num_graphs
+    # The generic loop on the same T where the C++ loop does not apply: no extension,
+    # higher_order_grads() (its graph kernels are first-order only), Anderson, dist_sync.
+    if (not _ext.available or _backend.higher_order_enabled() or opts.solver != "picard"
+            or opts.dist_sync):
+        return run(fn, x0, opts)
     args = graph_tensors(graph, x0.dtype) + (
-        x0, weight, bias, act, negative_slope, dropout, cfg.alpha, cfg.batch, cfg.num_samples,
-        cfg.tol, cfg.stop == "rel", cfg.max_iter, cfg.divergence_factor, cfg.check_every,
-        cfg.on_diverge == "raise")
-
-    if cfg.backward == "unroll" or not torch.is_grad_enabled():
-        x_star, stats = _run(args, cfg)
-    else:
-        with torch.no_grad():
-            x_star, stats = _run(args, cfg)
-        x_star = (_backward.implicit(fn, x_star, cfg, stats) if cfg.backward == "implicit"
-                  else _backward.phantom(fn, x_star, cfg, stats))
-    return x_star, stats
+        x0, weight, bias, act, negative_slope, dropout, opts.alpha, opts.batch,
+        opts.num_samples, opts.tol, opts.stop == "rel", opts.max_iter, opts.divergence_factor,
+        opts.check_every, opts.on_diverge == "raise")
+    if opts.backward == "unroll" or not torch.is_grad_enabled():
+        return _run(args, opts)
+    with torch.no_grad():
+        x_star, stats = _run(args, opts)
+    return _backward.attach(fn, x_star, opts, stats), stats
 
 
-def _run(args, cfg):
+def _run(args, opts):
     t0 = time.perf_counter()
     x, iters, abs_r, rel_r, conv, div, trace, steps = torch.ops.fastpicard.picard_gcn_loop(*args)
     stats = PicardStats(iterations=iters, abs_residual=abs_r, rel_residual=rel_r, trace=trace,
                         converged=conv, diverged=div, time=time.perf_counter() - t0, steps=steps,
-                        stop=cfg.stop, tol=cfg.tol)
-    if div.any():
-        message = _diverge_message(div, cfg.num_samples, steps)
-        if cfg.on_diverge == "raise":
-            raise DivergenceError(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+                        stop=opts.stop, tol=opts.tol)
+    report(stats, opts, int(div.sum()))
     return x, stats

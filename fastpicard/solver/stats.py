@@ -18,11 +18,15 @@ class PicardStats:
         trace: [steps, S], the stopping residual (abs or rel, per ``stop``) of every step;
             NaN where a sample was already stopped.
         converged, diverged: bool [S]. A sample that is neither ran out of iterations and
-            returns its lowest-residual iterate.
+            returns its lowest-residual iterate. Under the fixed schedule ``converged`` is
+            all False: there is no tolerance to meet (see ``schedule``).
         time: wall-clock seconds of the forward solve.
         steps: loop steps run (fn evaluations); on CUDA up to ``check_every - 1`` more than
             ``iterations.max()``, spent on frozen samples without changing them.
         stop: "abs" or "rel", the criterion the trace holds.
+        tol: the tolerance; None under the fixed schedule.
+        schedule: "tol" (early exit at ``tol``) or "fixed" (``tol=None``: exactly ``steps``
+            steps, the last iterate returned, nothing to converge to).
         backward: stats of the adjoint solve (``backward="implicit"``), set once backward ran.
         lipschitz: set by :meth:`estimate_lipschitz`.
     """
@@ -36,9 +40,20 @@ class PicardStats:
     time: float
     steps: int
     stop: str = "abs"
-    tol: float = 0.0
+    tol: float | None = None
     backward: "PicardStats | None" = field(default=None, repr=False)
     lipschitz: float | None = None
+    schedule: str = "tol"
+
+    def __repr__(self) -> str:
+        # the fixed schedule has no tolerance and nothing converges: do not show it as failing
+        names = (["schedule", "iterations", "abs_residual", "rel_residual", "diverged",
+                  "time", "steps", "stop"] if self.schedule == "fixed" else
+                 ["iterations", "abs_residual", "rel_residual", "converged", "diverged",
+                  "time", "steps", "stop", "tol"])
+        if self.lipschitz is not None:
+            names.append("lipschitz")
+        return "PicardStats(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
 
     def estimate_lipschitz(self, fn, x, **kw) -> float:
         """Local Lipschitz constant of fn at x (usually the returned x_star), via
@@ -61,9 +76,11 @@ class PicardStats:
         worst = f"{float(finite.max()):.3g}" if finite.numel() else "nan"
         iters = (f"{int(it.min())}..{int(it.max())} (mean {float(it.double().mean()):.1f})"
                  if s > 1 else (str(int(it[0])) if s else "0"))
-        return (f"picard: {int(self.converged.sum())}/{s} converged, "
-                f"{int(self.diverged.sum())} diverged, iterations {iters}, "
-                f"max {self.stop} residual {worst} (tol {self.tol:g}), "
+        outcome = ("fixed schedule (no tolerance)" if self.schedule == "fixed" else
+                   f"{int(self.converged.sum())}/{s} converged")
+        tol = f" (tol {self.tol:g})" if self.tol is not None else ""
+        return (f"picard: {outcome}, {int(self.diverged.sum())} diverged, iterations {iters}, "
+                f"max {self.stop} residual {worst}{tol}, "
                 f"{self.steps} steps in {self.time * 1e3:.2f} ms"
                 + (f", Lipschitz ~{self.lipschitz:.3g}" if self.lipschitz is not None else ""))
 
@@ -85,7 +102,7 @@ class PicardStats:
             ok = torch.isfinite(col) & (col > 0)
             ax.plot(steps[ok].tolist(), col[ok].tolist(), lw=1, marker="." if ok.sum() < 20
                     else None, color="C3" if bool(self.diverged[s]) else None)
-        if self.tol > 0:  # the fixed schedule has none
+        if self.tol is not None:  # the fixed schedule has none
             ax.axhline(self.tol, color="k", ls="--", lw=0.8, label=f"tol {self.tol:g}")
             ax.legend(loc="upper right", fontsize=8)
         ax.set_yscale("log")
