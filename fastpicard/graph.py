@@ -23,6 +23,8 @@ import numbers
 
 import torch
 
+from . import graph_build, graph_order
+
 _NORMS = ("gcn", "mean", "sum")
 _INT32_MAX = 2**31 - 1
 
@@ -46,18 +48,21 @@ class Graph:
         batch: optional int64 [N] graph id of each node (many graphs in one batch).
         num_graphs: number of graphs (1 without batch).
         norm: the normalisation used.
+        node_order: None, or int64 [N] after a reorder: row i of the Graph is node
+            node_order[i] of the caller's numbering (features go in as x[node_order]).
     """
 
     __slots__ = ("num_nodes", "rowptr", "col", "_weight", "t_rowptr", "t_col", "t_perm",
-                 "_t_weight", "_t_version", "batch", "num_graphs", "norm")
+                 "_t_weight", "_t_version", "batch", "num_graphs", "norm", "node_order")
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
-                 num_graphs=1, norm="sum"):
+                 num_graphs=1, norm="sum", node_order=None):
         self.num_nodes = num_nodes
         self.rowptr, self.col = rowptr, col
         self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
         self.weight = weight
         self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
+        self.node_order = node_order
 
     @property
     def weight(self):
@@ -84,7 +89,7 @@ class Graph:
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes=None, *, edge_weight=None, norm="gcn",
                         add_self_loops=True, batch=None, num_graphs=None,
-                        dtype=None) -> "Graph":
+                        dtype=None, reorder=None) -> "Graph":
         """Graph from a PyG-style ``edge_index`` [2, E] (row 0 sources, row 1 targets).
 
         Args:
@@ -99,6 +104,8 @@ class Graph:
             dtype: dtype of the normalised weights: None keeps float32 (float64 when
                 edge_weight is float64); pass torch.float64 for float64 models, whose
                 kernels would otherwise use weights rounded to float32.
+            reorder: None, or a node order for cache locality applied after the build
+                (see :meth:`reorder`).
         """
         if dtype not in (None, torch.float32, torch.float64):
             raise TypeError(f"Graph: dtype must be None, torch.float32 or torch.float64, got "
@@ -125,7 +132,7 @@ class Graph:
         if num_nodes < 0:
             raise ValueError(f"Graph: num_nodes must be >= 0, got {num_nodes}")
         if e:
-            lo, hi = int(edge_index.min()), int(edge_index.max())
+            lo, hi = map(int, torch.aminmax(edge_index))
             if lo < 0:
                 raise IndexError(f"Graph: edge_index contains the negative node index {lo}")
             if hi >= num_nodes:
@@ -151,24 +158,16 @@ class Graph:
                 edge_weight = edge_weight.float()
         batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, edge_index.device)
 
-        src, dst = edge_index[0], edge_index[1]
-        weight = edge_weight
-        if add_self_loops:
-            src, dst, weight = _add_remaining_self_loops(src, dst, weight, num_nodes)
-        if weight is None and norm != "sum":
-            weight = torch.ones(src.shape[0], dtype=dtype or torch.float32, device=src.device)
-        if norm == "gcn":
-            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
-            deg = deg.scatter_add(0, dst, weight)
-            dis = deg.pow(-0.5)
-            dis = dis.masked_fill(dis == float("inf"), 0.0)
-            weight = dis[src] * weight * dis[dst]
-        elif norm == "mean":
-            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
-            deg = deg.scatter_add(0, dst, weight)
-            inv = deg.reciprocal().masked_fill(deg == 0, 0.0)
-            weight = weight * inv[dst]
-        return cls._from_coo(src, dst, weight, num_nodes, batch, num_graphs, norm)
+        if graph_build.applies(edge_index):
+            graph = cls(**graph_build.build(edge_index, num_nodes, edge_weight, norm,
+                                            add_self_loops, dtype, _normalized_edges,
+                                            _INT32_MAX),
+                        batch=batch, num_graphs=num_graphs, norm=norm)
+        else:
+            src, dst, weight = _normalized_edges(edge_index, edge_weight, num_nodes, norm,
+                                                 add_self_loops, dtype)
+            graph = cls._from_coo(src, dst, weight, num_nodes, batch, num_graphs, norm)
+        return graph if reorder is None else graph.reorder(reorder)
 
     @classmethod
     def from_sparse(cls, adj, *, norm="sum", add_self_loops=False, batch=None,
@@ -267,7 +266,19 @@ class Graph:
         return Graph(num_nodes=self.num_nodes, rowptr=mv(self.rowptr), col=mv(self.col),
                      weight=mv(self.weight), t_rowptr=mv(self.t_rowptr), t_col=mv(self.t_col),
                      t_perm=mv(self.t_perm), batch=mv(self.batch), num_graphs=self.num_graphs,
-                     norm=self.norm)
+                     norm=self.norm, node_order=mv(self.node_order))
+
+    def reorder(self, order="rcm") -> "Graph":
+        """The graph with its nodes renumbered for cache locality of the gathers: "rcm"
+        (reverse Cuthill-McKee), "degree" (descending degree), "cluster" (communities
+        contiguous), or an int64 order [N] (new node i = old node order[i]).
+
+        The result's ``node_order`` maps its rows to the caller's node ids (composed over
+        repeated reorders); the graph ops then take features in that order (``x[node_order]``)
+        and PIGN does this itself, returning outputs in the caller's order. Each row keeps its
+        entries in their old sequence, so per-row results are unchanged. Weights follow by a
+        differentiable gather. See fastpicard.graph_order."""
+        return graph_order.reorder(self, order)
 
     def adjacency(self) -> torch.Tensor:
         """Â as a ``torch.sparse_csr`` tensor (int64 indices)."""
@@ -288,6 +299,28 @@ def _rowptr(rows: torch.Tensor, n: int, device) -> torch.Tensor:
     if rows.numel():
         ptr[1:] = torch.bincount(rows, minlength=n).cumsum(0)
     return ptr
+
+
+def _normalized_edges(edge_index, weight, n, norm, add_self_loops, dtype):
+    """(src, dst, weight) in edge order after self-loop handling, with the normalised weights
+    (None: all ones): the torch path of from_edge_index."""
+    src, dst = edge_index[0], edge_index[1]
+    if add_self_loops:
+        src, dst, weight = _add_remaining_self_loops(src, dst, weight, n)
+    if weight is None and norm != "sum":
+        weight = torch.ones(src.shape[0], dtype=dtype or torch.float32, device=src.device)
+    if norm == "gcn":
+        deg = torch.zeros(n, dtype=weight.dtype, device=weight.device)
+        deg = deg.scatter_add(0, dst, weight)
+        dis = deg.pow(-0.5)
+        dis = dis.masked_fill(dis == float("inf"), 0.0)
+        weight = dis[src] * weight * dis[dst]
+    elif norm == "mean":
+        deg = torch.zeros(n, dtype=weight.dtype, device=weight.device)
+        deg = deg.scatter_add(0, dst, weight)
+        inv = deg.reciprocal().masked_fill(deg == 0, 0.0)
+        weight = weight * inv[dst]
+    return src, dst, weight
 
 
 def _add_remaining_self_loops(src, dst, weight, n):

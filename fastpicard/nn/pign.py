@@ -115,8 +115,9 @@ class PIGN(nn.Module):
 
     ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
     path ``edge_index`` may also be a prebuilt ``fastpicard.Graph`` (needed under
-    ``torch.compile``: building one reads the graph's size from the device). ``last_stats``
-    holds the solver statistics of the latest call.
+    ``torch.compile``: building one reads the graph's size from the device), also a reordered
+    one (``Graph.reorder``): features are permuted in and outputs back, so results come in
+    the caller's node order. ``last_stats`` holds the solver statistics of the latest call.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
@@ -215,6 +216,10 @@ class PIGN(nn.Module):
             else self.eval_max_iter
         if self.uses_fused_path:
             graph = self._graph(edge_index, x.shape[0], h.dtype)
+            order = graph.node_order  # a reordered Graph: iterate in its node order
+            if order is not None:
+                h = h[order]
+                batch = None if batch is None else batch[order]
             if batch is None:  # a batched Graph carries its own graph ids
                 batch = graph.batch
             step = self._fused_step(graph, batch)
@@ -222,6 +227,8 @@ class PIGN(nn.Module):
             h, self.last_stats = iterate(
                 lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
                 batch=batch, opts=self.solver_opts, step=step)
+            if order is not None:  # back to the caller's node order
+                h = torch.empty_like(h).index_copy(0, order, h)
         else:
             if _graph_api() is not None and isinstance(edge_index, _graph_api()[0]):
                 raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
