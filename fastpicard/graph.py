@@ -56,11 +56,14 @@ class Graph:
                  "_t_weight", "_t_version", "batch", "num_graphs", "norm", "node_order")
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
-                 num_graphs=1, norm="sum", node_order=None):
+                 num_graphs=1, norm="sum", node_order=None, t_weight=None):
         self.num_nodes = num_nodes
         self.rowptr, self.col = rowptr, col
         self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
-        self.weight = weight
+        if t_weight is None:
+            self.weight = weight
+        else:  # weight[t_perm], already computed by the caller (the compiled build)
+            self._weight, self._t_weight, self._t_version = weight, t_weight, _version(weight)
         self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
         self.node_order = node_order
 

@@ -24,21 +24,22 @@ def applies(edge_index: torch.Tensor) -> bool:
 
 def build(edge_index, num_nodes, edge_weight, norm, add_self_loops, dtype, torch_weights,
           index_limit):
-    """Graph fields (num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm) of a validated
-    from_edge_index call; ``torch_weights`` is the torch path's
+    """Graph fields (num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight) of a
+    validated from_edge_index call; ``torch_weights`` is the torch path's
     ``(edge_index, edge_weight, n, norm, add_self_loops, dtype) -> (src, dst, weight)``;
     indices are int32 when the node and entry counts are at most ``index_limit``."""
     op = torch.ops.fastpicard.graph_build
     if edge_weight is not None and edge_weight.requires_grad and torch.is_grad_enabled():
-        rowptr, col, _, t_rowptr, t_col, t_perm, perm = op(
+        rowptr, col, _, t_rowptr, t_col, t_perm, _, perm = op(
             edge_index, num_nodes, None, "sum", add_self_loops, True, torch.float32, index_limit)
         weight = torch_weights(edge_index, edge_weight, num_nodes, norm, add_self_loops,
                                dtype)[2][perm.long()]
+        t_weight = None  # Graph gathers it from weight
     else:
-        wdtype = dtype or torch.float32
-        rowptr, col, weight, t_rowptr, t_col, t_perm, _ = op(
-            edge_index, num_nodes, edge_weight, norm, add_self_loops, False, wdtype, index_limit)
+        rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, _ = op(
+            edge_index, num_nodes, edge_weight, norm, add_self_loops, False,
+            dtype or torch.float32, index_limit)
         if edge_weight is None and norm == "sum":
-            weight = None
+            weight = t_weight = None
     return dict(num_nodes=num_nodes, rowptr=rowptr, col=col, weight=weight, t_rowptr=t_rowptr,
-                t_col=t_col, t_perm=t_perm)
+                t_col=t_col, t_perm=t_perm, t_weight=t_weight)

@@ -15,7 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -75,45 +75,46 @@ void counts_to_offsets(I* hist, int64_t chunks, int64_t n, int64_t extra, I* ptr
   ptr[n] = static_cast<I>(start[blocks]);
 }
 
-// Sorts entries [b, e) by col, stably, moving w and perm (either may be null) along.
+// What the first sort moves per entry: the source alone, or a packed record of source, edge
+// id and weight. A scatter to random positions costs a cache miss per array written, so the
+// arrays are packed into one record and split afterwards, in a sequential pass.
 template <typename I, typename W>
-void sort_row(I* col, W* w, I* perm, int64_t b, int64_t e, std::vector<int64_t>& idx,
-              std::vector<char>& tmp) {
+struct Entry {
+  I col, id;
+  W w;
+};
+template <typename R, typename I, typename W>
+struct Rec;
+template <typename I, typename W>
+struct Rec<I, I, W> {  // the source only (no edge weights, no edge ids wanted)
+  static I make(I col, I, W) { return col; }
+  static I col(I r) { return r; }
+  static W weight(I) { return W(1); }
+};
+template <typename I, typename W>
+struct Rec<Entry<I, W>, I, W> {
+  static Entry<I, W> make(I col, I id, W w) { return {col, id, w}; }
+  static I col(const Entry<I, W>& r) { return r.col; }
+  static W weight(const Entry<I, W>& r) { return r.w; }
+};
+
+// Sorts entries [b, e) by source, stably.
+template <typename I, typename W, typename R>
+void sort_row(R* r, int64_t b, int64_t e) {
+  using Ops = Rec<R, I, W>;
   int64_t k = b + 1;
-  while (k < e && col[k - 1] <= col[k]) ++k;
+  while (k < e && Ops::col(r[k - 1]) <= Ops::col(r[k])) ++k;
   if (k >= e) return;  // already ascending (inputs sorted by source)
   if (e - b <= 32) {  // insertion sort: stable, fast on short rows
     for (; k < e; ++k) {
-      const I c = col[k];
-      const W wk = w ? w[k] : W(0);
-      const I pk = perm ? perm[k] : I(0);
+      const R x = r[k];
       int64_t j = k;
-      for (; j > b && col[j - 1] > c; --j) {
-        col[j] = col[j - 1];
-        if (w) w[j] = w[j - 1];
-        if (perm) perm[j] = perm[j - 1];
-      }
-      col[j] = c;
-      if (w) w[j] = wk;
-      if (perm) perm[j] = pk;
+      for (; j > b && Ops::col(r[j - 1]) > Ops::col(x); --j) r[j] = r[j - 1];
+      r[j] = x;
     }
     return;
   }
-  const int64_t len = e - b;
-  idx.resize(len);
-  std::iota(idx.begin(), idx.end(), b);
-  std::stable_sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) { return col[x] < col[y]; });
-  auto apply = [&](auto* a) {
-    using T = std::remove_pointer_t<decltype(a)>;
-    if (a == nullptr) return;
-    tmp.resize(len * sizeof(T));
-    T* t = reinterpret_cast<T*>(tmp.data());
-    for (int64_t i = 0; i < len; ++i) t[i] = a[idx[i]];
-    std::copy(t, t + len, a + b);
-  };
-  apply(col);
-  apply(w);
-  apply(perm);
+  std::stable_sort(r + b, r + e, [](const R& x, const R& y) { return Ops::col(x) < Ops::col(y); });
 }
 
 template <typename W>
@@ -132,22 +133,26 @@ struct BuildArgs {
 };
 
 using BuildResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                               at::Tensor, at::Tensor>;
+                               at::Tensor, at::Tensor, at::Tensor>;
 
-template <typename IN, typename I, typename W>
+template <typename IN, typename I, typename W, typename R>
 BuildResult build_typed(const BuildArgs& a) {
+  using Ops = Rec<R, I, W>;
+  constexpr bool kPacked = !std::is_same_v<R, I>;
   const int64_t e = a.edge_index.size(1), n = a.n;
   const IN* src = a.edge_index.const_data_ptr<IN>();
   const IN* dst = src + e;
   const W* w = a.weight.has_value() ? a.weight->const_data_ptr<W>() : nullptr;
   const auto iopt = at::TensorOptions().dtype(c10::CppTypeToScalarType<I>::value);
   const auto wopt = at::TensorOptions().dtype(c10::CppTypeToScalarType<W>::value);
+  const auto bytes = at::TensorOptions().dtype(at::kByte);
 
   // pass 1: per-chunk target counts, index and weight checks, self loops noted
   const int64_t chunks = sort_chunks(e, n);
   std::vector<int64_t> eb(chunks + 1);
   for (int64_t c = 0; c <= chunks; ++c) eb[c] = e * c / chunks;
-  at::Tensor hist_t = at::empty({chunks * n}, iopt);
+  // large buffers on huge pages (empty_output): the scatters write to random positions
+  at::Tensor hist_t = empty_output({chunks * n}, iopt);
   I* hist = hist_t.data_ptr<I>();
   std::vector<std::vector<int64_t>> loop_at(chunks);
   std::vector<char> bad_index(chunks, 0), bad_weight(chunks, 0);
@@ -186,13 +191,10 @@ BuildResult build_typed(const BuildArgs& a) {
   const int64_t kept = kept_before[chunks], nnz = kept + (a.loops ? n : 0);
 
   // pass 2: scatter the edges into their rows, in input order within each row
-  at::Tensor rowptr = at::empty({n + 1}, iopt), col = at::empty({nnz}, iopt);
-  at::Tensor wv = w ? at::empty({nnz}, wopt) : at::Tensor();
-  at::Tensor perm = at::empty({a.need_perm ? nnz : 0}, iopt);
+  at::Tensor rowptr = empty_output({n + 1}, iopt), col = empty_output({nnz}, iopt);
+  at::Tensor rec_t = kPacked ? empty_output({nnz * int64_t(sizeof(R))}, bytes) : col;
   I* rp = rowptr.data_ptr<I>();
-  I* cp = col.data_ptr<I>();
-  W* wp = w ? wv.data_ptr<W>() : nullptr;
-  I* pp = a.need_perm ? perm.data_ptr<I>() : nullptr;
+  R* rec = reinterpret_cast<R*>(rec_t.data_ptr());
   counts_to_offsets(hist, chunks, n, a.loops ? 1 : 0, rp);
   parallel_chunks(chunks, chunks == 1, [&](int64_t c) {
     I* off = hist + c * n;
@@ -200,79 +202,85 @@ BuildResult build_typed(const BuildArgs& a) {
     for (int64_t k = eb[c]; k < eb[c + 1]; ++k) {
       const IN s = src[k], d = dst[k];
       if (a.loops && s == d) continue;
-      const I pos = off[d]++;
-      cp[pos] = static_cast<I>(s);
-      if (wp) wp[pos] = w[k];
-      if (pp) pp[pos] = static_cast<I>(id);
-      ++id;
+      rec[off[d]++] = Ops::make(static_cast<I>(s), static_cast<I>(id++), w ? w[k] : W(1));
     }
   });
   if (a.loops) {  // one loop per node, last in its row: weight 1 or its last input self loop's
     const int64_t blocks = n < kSerialElements ? 1 : 4 * at::get_num_threads();
     parallel_chunks(blocks, blocks == 1, [&](int64_t b) {
-      for (int64_t i = n * b / blocks; i < n * (b + 1) / blocks; ++i) {
-        const int64_t pos = rp[i + 1] - 1;
-        cp[pos] = static_cast<I>(i);
-        if (wp) wp[pos] = W(1);
-        if (pp) pp[pos] = static_cast<I>(kept + i);
-      }
+      for (int64_t i = n * b / blocks; i < n * (b + 1) / blocks; ++i)
+        rec[rp[i + 1] - 1] = Ops::make(static_cast<I>(i), static_cast<I>(kept + i), W(1));
     });
-    if (wp) {
-      for (const auto& at_c : loop_at)
-        for (int64_t k : at_c) wp[rp[src[k] + 1] - 1] = w[k];
+    if constexpr (kPacked) {
+      if (w) {
+        for (const auto& at_c : loop_at)
+          for (int64_t k : at_c) rec[rp[src[k] + 1] - 1].w = w[k];
+      }
     }
   }
 
   // pass 3: degrees (summed in input order, as scatter_add does), then sources ascending
   const std::vector<int64_t> rb = split_rows(rp, n, row_chunks(nnz + n));
   const int64_t row_parts = static_cast<int64_t>(rb.size()) - 1;
-  at::Tensor scale_t = at::empty({a.norm == Norm::kSum ? 0 : n}, wopt);
+  at::Tensor scale_t = empty_output({a.norm == Norm::kSum ? 0 : n}, wopt);
   W* scale = scale_t.data_ptr<W>();
   parallel_chunks(row_parts, row_parts == 1, [&](int64_t part) {
-    std::vector<int64_t> idx;
-    std::vector<char> tmp;
     for (int64_t i = rb[part]; i < rb[part + 1]; ++i) {
       const int64_t b = rp[i], end = rp[i + 1];
       if (a.norm != Norm::kSum) {
         W deg = 0;
-        for (int64_t k = b; k < end; ++k) deg += wp ? wp[k] : W(1);
+        for (int64_t k = b; k < end; ++k) deg += Ops::weight(rec[k]);
         scale[i] = a.norm == Norm::kGcn ? gcn_scale(deg) : (deg == W(0) ? W(0) : W(1) / deg);
       }
-      sort_row(cp, wp, pp, b, end, idx, tmp);
+      sort_row<I, W>(rec, b, end);
     }
   });
 
-  // pass 4: normalised weights, (dis[src] * w) * dis[dst] or w * inv[dst] as in torch
-  at::Tensor weight = at::empty({0}, wopt);
-  if (w != nullptr || a.norm != Norm::kSum) {
-    weight = w ? wv : at::empty({nnz}, wopt);
-    W* op = weight.data_ptr<W>();
-    if (a.norm != Norm::kSum) {
-      parallel_chunks(row_parts, row_parts == 1, [&](int64_t part) {
-        for (int64_t i = rb[part]; i < rb[part + 1]; ++i) {
-          const W si = scale[i];
-          for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-            const W x = wp ? wp[k] : W(1);
-            op[k] = a.norm == Norm::kGcn ? (scale[cp[k]] * x) * si : x * si;
+  // pass 4: the records split into col, perm and the normalised weights:
+  // (dis[src] * w) * dis[dst] or w * inv[dst], the torch path's float operations
+  const bool weighted = w != nullptr || a.norm != Norm::kSum;
+  at::Tensor weight = empty_output({weighted ? nnz : 0}, wopt);
+  at::Tensor perm = empty_output({a.need_perm ? nnz : 0}, iopt);
+  I* cp = col.data_ptr<I>();
+  if (kPacked || weighted) {
+    W* op = weighted ? weight.data_ptr<W>() : nullptr;
+    I* pp = a.need_perm ? perm.data_ptr<I>() : nullptr;
+    parallel_chunks(row_parts, row_parts == 1, [&](int64_t part) {
+      for (int64_t i = rb[part]; i < rb[part + 1]; ++i) {
+        const W si = a.norm == Norm::kSum ? W(1) : scale[i];
+        for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+          const R r = rec[k];
+          const I c = Ops::col(r);
+          if constexpr (kPacked) {
+            cp[k] = c;
+            if (pp) pp[k] = r.id;
+          }
+          if (op) {
+            const W x = Ops::weight(r);
+            op[k] = a.norm == Norm::kGcn ? (scale[c] * x) * si
+                                         : (a.norm == Norm::kMean ? x * si : x);
           }
         }
-      });
-    }
+      }
+    });
   }
+  rec_t = at::Tensor();
 
-  // pass 5: the transpose, a stable counting sort of the CSR entries by source
+  // pass 5: the transpose, a stable counting sort of the CSR entries by source, moving
+  // packed (row, entry, weight) records
   const int64_t tchunks = sort_chunks(nnz, n);
   if (tchunks > chunks) {
-    hist_t = at::empty({tchunks * n}, iopt);
+    hist_t = empty_output({tchunks * n}, iopt);
     hist = hist_t.data_ptr<I>();
   }
   const std::vector<int64_t> tb = split_rows(rp, n, tchunks);
   const int64_t tparts = static_cast<int64_t>(tb.size()) - 1;
-  at::Tensor t_rowptr = at::empty({n + 1}, iopt), t_col = at::empty({nnz}, iopt),
-             t_perm = at::empty({nnz}, iopt);
+  using T = Entry<I, W>;
+  at::Tensor trec_t = empty_output({nnz * int64_t(sizeof(T))}, bytes);
+  T* trec = reinterpret_cast<T*>(trec_t.data_ptr());
+  at::Tensor t_rowptr = empty_output({n + 1}, iopt);
   I* trp = t_rowptr.data_ptr<I>();
-  I* tcp = t_col.data_ptr<I>();
-  I* tpp = t_perm.data_ptr<I>();
+  const W* wsrc = weighted ? weight.const_data_ptr<W>() : nullptr;
   parallel_chunks(tparts, tparts == 1, [&](int64_t c) {
     I* cnt = hist + c * n;
     std::fill_n(cnt, n, I(0));
@@ -281,15 +289,23 @@ BuildResult build_typed(const BuildArgs& a) {
   counts_to_offsets(hist, tparts, n, 0, trp);
   parallel_chunks(tparts, tparts == 1, [&](int64_t c) {
     I* off = hist + c * n;
-    for (int64_t i = tb[c]; i < tb[c + 1]; ++i) {
-      for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-        const I pos = off[cp[k]]++;
-        tpp[pos] = static_cast<I>(k);
-        tcp[pos] = static_cast<I>(i);
-      }
+    for (int64_t i = tb[c]; i < tb[c + 1]; ++i)
+      for (int64_t k = rp[i]; k < rp[i + 1]; ++k)
+        trec[off[cp[k]]++] = {static_cast<I>(i), static_cast<I>(k), wsrc ? wsrc[k] : W(0)};
+  });
+  at::Tensor t_col = empty_output({nnz}, iopt), t_perm = empty_output({nnz}, iopt);
+  at::Tensor t_weight = empty_output({weighted ? nnz : 0}, wopt);
+  I* tcp = t_col.data_ptr<I>();
+  I* tpp = t_perm.data_ptr<I>();
+  W* twp = weighted ? t_weight.data_ptr<W>() : nullptr;
+  parallel_chunks(tparts, tparts == 1, [&](int64_t c) {
+    for (int64_t p = trp[tb[c]]; p < trp[tb[c + 1]]; ++p) {
+      tpp[p] = trec[p].id;
+      tcp[p] = trec[p].col;
+      if (twp) twp[p] = trec[p].w;
     }
   });
-  return {rowptr, col, weight, t_rowptr, t_col, t_perm, perm};
+  return {rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, perm};
 }
 
 BuildResult graph_build_cpu(const at::Tensor& edge_index, int64_t num_nodes,
@@ -331,14 +347,18 @@ BuildResult graph_build_cpu(const at::Tensor& edge_index, int64_t num_nodes,
   AT_DISPATCH_INDEX_TYPES(it, "graph_build", [&] {
     using IN = index_t;
     AT_DISPATCH_FLOATING_TYPES(a.wdtype, "graph_build", [&] {
+      // records packed with ids and weights when those are wanted, else the sources alone
+      const bool packed = a.weight.has_value() || a.need_perm;
       if (small) {
-        r = build_typed<IN, int32_t, scalar_t>(a);
+        r = packed ? build_typed<IN, int32_t, scalar_t, Entry<int32_t, scalar_t>>(a)
+                   : build_typed<IN, int32_t, scalar_t, int32_t>(a);
       } else {
-        r = build_typed<IN, int64_t, scalar_t>(a);
+        r = packed ? build_typed<IN, int64_t, scalar_t, Entry<int64_t, scalar_t>>(a)
+                   : build_typed<IN, int64_t, scalar_t, int64_t>(a);
       }
     });
   });
-  auto& [rowptr, col, weight, t_rowptr, t_col, t_perm, perm] = r;
+  auto& [rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, perm] = r;
   if (!small && std::max(num_nodes, col.size(0)) <= limit) {  // the loops removed made it fit
     for (at::Tensor* t : {&rowptr, &col, &t_rowptr, &t_col, &t_perm, &perm}) *t = t->to(at::kInt);
   }
