@@ -6,15 +6,16 @@
 //            neighbours in ascending degree, the whole sequence reversed;
 //   degree   descending degree (hubs first, ties by id): the rows gathered most often share
 //            cache lines and pages;
-//   cluster  one level of Louvain modularity local moving (communities), communities laid out
-//            contiguously in the order a BFS first meets them, nodes of a community in BFS
-//            order.
+//   cluster  Louvain modularity communities at every level of its hierarchy, each laid out
+//            contiguously (coarsest outermost), in the order a BFS first meets them; the
+//            nodes of a finest community in BFS order.
 // The orders are computed serially (they are one-off preprocessing; each is a few passes
 // over the entries). graph_permute applies an order to a Graph's CSR and transpose.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "common.h"
@@ -88,36 +89,61 @@ std::vector<int64_t> cuthill_mckee(const Adj<I>& g) {
   return order;
 }
 
-// One level of Louvain local moving (unit edge weights, both directions counted): each node,
-// in `visit` order, joins the neighbouring community with the largest modularity gain, for a
-// few passes or until under 1% of the nodes move. Returns the community of each node.
+// Louvain (multi-level modularity clustering) for the "cluster" order. Level 0 is the graph
+// itself with unit weights; each higher level is the graph of the communities found below,
+// with summed edge weights and each community's internal weight as a self weight.
 template <typename I>
-std::vector<int64_t> louvain_level(const Adj<I>& g, const std::vector<int64_t>& visit) {
+struct UnitLevel {
+  const Adj<I>& g;
+  int64_t n;
+  template <typename F>
+  void for_each_neighbour(int64_t u, const F& f) const {
+    g.for_each_neighbour(u, [&](int64_t v) { f(v, 1.0); });
+  }
+  double self_weight(int64_t) const { return 0.0; }
+};
+
+struct WeightedLevel {
+  int64_t n = 0;
+  std::vector<int64_t> rp, nb;  // CSR of the other communities met, both directions
+  std::vector<double> w, self;
+  template <typename F>
+  void for_each_neighbour(int64_t u, const F& f) const {
+    for (int64_t k = rp[u]; k < rp[u + 1]; ++k) f(nb[k], w[k]);
+  }
+  double self_weight(int64_t u) const { return self[u]; }
+};
+
+// Local moving: each node, in `visit` order, joins the neighbouring community with the
+// largest modularity gain, for a few passes or until under 1% of the nodes move. Returns
+// each node's community, numbered by first appearance in `visit`; sets `count`.
+template <typename G>
+std::vector<int64_t> local_moving(const G& g, const std::vector<int64_t>& visit,
+                                  int64_t& count) {
   const int64_t n = g.n;
   std::vector<int64_t> comm(n);
   std::vector<double> k(n), tot(n), links(n, 0.0);
   double m2 = 0;
   for (int64_t u = 0; u < n; ++u) {
-    int64_t d = 0;
-    g.for_each_neighbour(u, [&](int64_t) { ++d; });
-    k[u] = tot[u] = static_cast<double>(d);
+    double d = g.self_weight(u);
+    g.for_each_neighbour(u, [&](int64_t, double w) { d += w; });
+    k[u] = tot[u] = d;
     comm[u] = u;
-    m2 += k[u];
+    m2 += d;
   }
-  if (m2 == 0) return comm;
   std::vector<int64_t> touched;
-  constexpr int kMaxPasses = 8;
-  for (int pass = 0; pass < kMaxPasses; ++pass) {
+  constexpr int kMaxPasses = 3;
+  for (int pass = 0; pass < kMaxPasses && m2 > 0; ++pass) {
     int64_t moves = 0;
     for (int64_t u : visit) {
       if (k[u] == 0) continue;
       const int64_t cu = comm[u];
       touched.clear();
       touched.push_back(cu);
-      g.for_each_neighbour(u, [&](int64_t v) {
+      g.for_each_neighbour(u, [&](int64_t v, double w) {
         const int64_t c = comm[v];
         if (links[c] == 0 && c != cu) touched.push_back(c);
-        links[c] += 1;
+        links[c] += w;
       });
       tot[cu] -= k[u];
       const double ku = k[u] / m2;
@@ -139,24 +165,82 @@ std::vector<int64_t> louvain_level(const Adj<I>& g, const std::vector<int64_t>& 
     }
     if (moves * 100 < n) break;
   }
+  std::vector<int64_t> rank(n, -1);
+  count = 0;
+  for (int64_t u : visit) {
+    if (rank[comm[u]] < 0) rank[comm[u]] = count++;
+  }
+  for (int64_t u = 0; u < n; ++u) comm[u] = rank[comm[u]];
   return comm;
 }
 
-// Communities contiguous, in the order the BFS sequence `bfs` first meets them; within a
-// community, nodes in BFS order.
-std::vector<int64_t> cluster_layout(const std::vector<int64_t>& bfs,
-                                    const std::vector<int64_t>& comm) {
-  const int64_t n = static_cast<int64_t>(bfs.size());
-  std::vector<int64_t> rank(n, -1), start(n + 1, 0), out(n);
-  int64_t next = 0;
-  for (int64_t u : bfs) {
-    int64_t& r = rank[comm[u]];
-    if (r < 0) r = next++;
-    ++start[r + 1];
+// The graph of the communities: summed weights between them, internal weights as self.
+template <typename G>
+WeightedLevel aggregate(const G& g, const std::vector<int64_t>& comm, int64_t count) {
+  const int64_t n = g.n;
+  std::vector<int64_t> start(count + 1, 0), members(n);
+  for (int64_t u = 0; u < n; ++u) ++start[comm[u] + 1];
+  for (int64_t c = 0; c < count; ++c) start[c + 1] += start[c];
+  for (int64_t u = 0; u < n; ++u) members[start[comm[u]]++] = u;  // start[c] -> end of c
+  WeightedLevel out;
+  out.n = count;
+  out.rp.assign(count + 1, 0);
+  out.self.assign(count, 0.0);
+  std::vector<double> acc(count, 0.0);
+  std::vector<int64_t> touched;
+  for (int64_t c = 0, m = 0; c < count; ++c) {
+    touched.clear();
+    for (; m < start[c]; ++m) {
+      const int64_t u = members[m];
+      out.self[c] += g.self_weight(u);
+      g.for_each_neighbour(u, [&](int64_t v, double w) {
+        const int64_t d = comm[v];
+        if (d == c) {
+          out.self[c] += w;
+          return;
+        }
+        if (acc[d] == 0) touched.push_back(d);
+        acc[d] += w;
+      });
+    }
+    for (int64_t d : touched) {
+      out.nb.push_back(d);
+      out.w.push_back(acc[d]);
+      acc[d] = 0;
+    }
+    out.rp[c + 1] = static_cast<int64_t>(out.nb.size());
   }
-  for (int64_t r = 0; r < next; ++r) start[r + 1] += start[r];
-  for (int64_t u : bfs) out[start[rank[comm[u]]]++] = u;
   return out;
+}
+
+// Nodes grouped by their community at every Louvain level (coarsest outermost), each group
+// and, innermost, the nodes in BFS order: communities contiguous at every scale.
+template <typename I>
+std::vector<int64_t> cluster_order(const Adj<I>& g, const std::vector<int64_t>& bfs) {
+  const int64_t n = g.n;
+  std::vector<int64_t> node_comm(n), order = bfs, scratch(n);
+  std::iota(node_comm.begin(), node_comm.end(), 0);
+  int64_t count = 0;
+  std::vector<int64_t> comm = local_moving(UnitLevel<I>{g, n}, bfs, count);
+  WeightedLevel level;
+  constexpr int kMaxLevels = 16;
+  for (int l = 0; l < kMaxLevels; ++l) {
+    const int64_t level_n = l == 0 ? n : level.n;
+    for (int64_t u = 0; u < n; ++u) node_comm[u] = comm[node_comm[u]];
+    // stable counting sort of the order by this level's community: after the last level
+    // the order is sorted by the coarsest community first (an LSD radix sort)
+    std::vector<int64_t> start(count + 1, 0);
+    for (int64_t u : order) ++start[node_comm[u] + 1];
+    for (int64_t c = 0; c < count; ++c) start[c + 1] += start[c];
+    for (int64_t u : order) scratch[start[node_comm[u]]++] = u;
+    order.swap(scratch);
+    if (count * 10 > level_n * 9) break;  // under 10% fewer communities: the hierarchy is done
+    level = l == 0 ? aggregate(UnitLevel<I>{g, n}, comm, count) : aggregate(level, comm, count);
+    std::vector<int64_t> visit(level.n);
+    std::iota(visit.begin(), visit.end(), 0);  // communities are numbered in BFS order
+    comm = local_moving(level, visit, count);
+  }
+  return order;
 }
 
 template <typename I>
@@ -167,7 +251,7 @@ std::vector<int64_t> order_typed(const Adj<I>& g, c10::string_view method) {
     std::reverse(cm.begin(), cm.end());
     return cm;
   }
-  return cluster_layout(cm, louvain_level(g, cm));
+  return cluster_order(g, cm);
 }
 
 void check_adjacency(const char* op, const at::Tensor& rowptr, const at::Tensor& col,
