@@ -30,13 +30,14 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import statistics
 import time
 
 import torch
 
 from ..graph import Graph
 from ..ops import spmm_update
-from .timing import append_csv, interleaved_medians, print_table, sync
+from .timing import append_csv, interleaved_samples, print_table, sync
 
 ALPHA = 0.5
 PLANETOID = ("Cora", "CiteSeer", "PubMed")
@@ -66,7 +67,11 @@ def add_arguments(p):
                    help="folder holding planetoid/<Name>/raw, for PubMed (default: "
                         "$FASTPICARD_DATA)")
     p.add_argument("--plot", default="bench_results/scale.png", help="log-log plot ('' to skip)")
+    p.add_argument("--plot-orders", default="none,rcm,cluster", help="orders drawn in the plot")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--clock", default="wall", choices=["wall", "process"],
+                   help="process: CPU seconds of all the process's threads (steadier than wall "
+                        "time on an oversubscribed machine, with OMP_WAIT_POLICY=PASSIVE)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -168,6 +173,13 @@ def _peak_mib(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _medians(cases, device, args, reps, min_time=2e-2):
+    clock = time.process_time if args.clock == "process" else time.perf_counter
+    samples = interleaved_samples(cases, device, reps=reps, warmup=1, min_time=min_time,
+                                  clock=clock)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
 def _load():
     try:
         return os.getloadavg()[0]
@@ -176,7 +188,10 @@ def _load():
 
 
 # ---------------------------------------------------------------- run
-def measure(label, kind_n, ei, n, args, device, rows):
+def measure(label, kind_n, ei, n, args, device, rows, refs=None):
+    """Rows for one graph; ``refs`` maps each order to the fused step of the smallest graph
+    of this kind (set on the first call), timed in every later group: the growth of the
+    cost per entry is then a ratio within one run, like every other ratio here."""
     F = args.hidden
     reps = args.reps if n <= 1e6 else max(3, args.reps // 3)
     gen = torch.Generator().manual_seed(1)
@@ -184,7 +199,7 @@ def measure(label, kind_n, ei, n, args, device, rows):
     cases = {"compiled": lambda: Graph.from_edge_index(ei, n)}
     if n <= args.build_peer_max_nodes:
         cases["torch_path"] = lambda: _torch_path_build(ei, n)
-    build = interleaved_medians(cases, "cpu", reps=max(3, reps // 2), warmup=1)
+    build = _medians(cases, "cpu", args, max(3, reps // 2), min_time=0)
     graph = Graph.from_edge_index(ei, n).to(device)
     del ei, cases
     E = graph.num_edges
@@ -207,26 +222,31 @@ def measure(label, kind_n, ei, n, args, device, rows):
         return step
 
     base = fused(graph, h, x)
+    clock = time.process_time if args.clock == "process" else time.perf_counter
     for order in args.orders.split(","):
-        t0 = time.perf_counter()
+        t0 = clock()
         if order == "none":
             g, hh, xx = graph, h, x
         else:
             g = graph.reorder(torch.randperm(n, generator=gen) if order == "shuffle" else order)
             hh, xx = h[g.node_order], x[g.node_order]
         sync(device)
-        reorder_s = time.perf_counter() - t0
+        reorder_s = clock() - t0
         cases = {"fused_none": base}
         if order != "none":
             cases["fused"] = fused(g, hh, xx)
+        ref = None if refs is None else refs.get(order)
+        if ref is not None:
+            cases["smallest"] = ref[0]
         if n <= args.peer_max_nodes:
             cases["torch"] = peer(g, hh, xx)
         if args.huge_pages and device.type == "cpu":
             cases["fused_huge"] = fused(g, _huge_copy(hh), _huge_copy(xx))
         with torch.no_grad():
-            t = interleaved_medians(cases, device, reps=reps, warmup=1, min_time=2e-2)
+            t = _medians(cases, device, args, reps)
         tf = t.get("fused", t["fused_none"])
-        row = {"bench": "scale", "device": str(device), "graph": label, "kind": kind_n,
+        row = {"bench": "scale", "device": str(device), "clock": args.clock, "graph": label,
+               "kind": kind_n,
                "nodes": n, "entries": E, "order": order, "hidden": F,
                "fused_ms": tf * 1e3, "ns_per_entry": tf / E * 1e9, "gbps": nbytes / tf / 1e9,
                "vs_unordered": t["fused_none"] / tf,
@@ -244,11 +264,17 @@ def measure(label, kind_n, ei, n, args, device, rows):
             row["vs_torch"] = t["torch"] / tf
         if "fused_huge" in t:
             row["huge_ns_per_entry"] = t["fused_huge"] / E * 1e9
+        if ref is not None:  # ns/entry here over ns/entry of the smallest graph, same run
+            row["vs_smallest"] = row["ns_per_entry"] / (t["smallest"] / ref[1] * 1e9)
+        elif refs is not None:
+            refs[order] = (cases.get("fused", base), E)
+            row["vs_smallest"] = 1.0
         rows.append(row)
         print(f"{label} n={n} E={E} order={order}: {row['ns_per_entry']:.2f} ns/entry "
               f"({row['vs_unordered']:.2f}x unordered"
               + (f", {row['vs_torch']:.2f}x torch" if "vs_torch" in row else "")
               + (f", huge pages {row['huge_ns_per_entry']:.2f} ns" if "fused_huge" in t else "")
+              + (f", {row['vs_smallest']:.2f}x smallest" if "vs_smallest" in row else "")
               + f"), build {row['build_ms']:.1f} ms = {row['build_steps']:.2f} steps"
               + (f" ({row['build_speedup']:.1f}x torch path)" if "build_speedup" in row else "")
               + f", reorder {reorder_s:.2f} s, peak {row['peak_mib']:.0f} MiB, "
@@ -295,8 +321,7 @@ def minibatch(args, device, rows):
             if mode == "fwd":
                 model.eval()
                 with torch.no_grad():
-                    t = interleaved_medians(steps, device, reps=args.reps, warmup=1,
-                                            min_time=2e-2)
+                    t = _medians(steps, device, args, args.reps)
             else:
                 model.train()
 
@@ -305,9 +330,10 @@ def minibatch(args, device, rows):
                         f().sum().backward()
                         model.zero_grad(set_to_none=True)
                     return g
-                t = interleaved_medians({k: backward(f) for k, f in steps.items()}, device,
-                                        reps=args.reps, warmup=1, min_time=2e-2)
-            row = {"bench": "scale", "kind": "minibatch", "device": str(device), "graph": label,
+                t = _medians({k: backward(f) for k, f in steps.items()}, device, args,
+                                 args.reps)
+            row = {"bench": "scale", "kind": "minibatch", "device": str(device),
+                   "clock": args.clock, "graph": label,
                    "nodes": n, "entries": pre.num_edges, "mode": mode, "hidden": F,
                    "prebuilt_ms": t["prebuilt"] * 1e3,
                    "compiled_ms": t["compiled_build"] * 1e3,
@@ -321,14 +347,14 @@ def minibatch(args, device, rows):
                   f"load {row['load']:.1f}", flush=True)
 
 
-def plot(rows, path):
+def plot(rows, path, orders):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     kinds = sorted({r["graph"] for r in rows if r["kind"] == "synthetic"})
-    orders = list(dict.fromkeys(r["order"] for r in rows))
+    orders = [o for o in orders.split(",") if any(r["order"] == o for r in rows)]
     colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     marks = dict(zip(orders, "os^vDx"))
     for k in kinds:
@@ -374,13 +400,14 @@ def run(args):
             ei, n = planetoid_graph(name, args.data)
             measure(name, "planetoid", ei, n, args, device, rows)
             continue
-        for n in sizes:
-            measure(name, "synthetic", synthetic(name, n, args), n, args, device, rows)
+        refs = {}
+        for n in sorted(sizes):
+            measure(name, "synthetic", synthetic(name, n, args), n, args, device, rows, refs)
     print(f"device={device} threads={torch.get_num_threads()} OMP_WAIT_POLICY="
           f"{os.environ.get('OMP_WAIT_POLICY', '')!r}")
     print_table(rows, ["graph", "nodes", "entries", "order", "ns_per_entry", "gbps",
-                       "vs_unordered", "vs_torch", "build_steps", "build_speedup", "reorder_s",
-                       "peak_mib"])
+                       "vs_unordered", "vs_smallest", "vs_torch", "build_steps",
+                       "build_speedup", "reorder_s", "peak_mib"])
     append_csv(args.csv, rows)
     if args.plot and any(r["kind"] == "synthetic" for r in rows):
-        plot(rows, args.plot)
+        plot(rows, args.plot, args.plot_orders)
