@@ -23,7 +23,9 @@ TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   // (int64 [N]). method: "rcm" (reverse Cuthill-McKee), "degree" (descending degree),
   // "cluster" (modularity communities laid out contiguously, in BFS order). Neighbours are
   // the union of a node's CSR row and its transposed row.
-  m.def("graph_order(Tensor rowptr, Tensor col, Tensor t_rowptr, Tensor t_col, str method) -> Tensor");
+  m.def(
+      "graph_order(Tensor rowptr, Tensor col, Tensor t_rowptr, Tensor t_col, str method) -> "
+      "Tensor");
   // The graph relabelled by order (new node i = old node order[i]): each row keeps its
   // entries in their old sequence (so per-row sums are unchanged), so does each transposed
   // row. Returns (rowptr, col, t_rowptr, t_col, t_perm, entry_perm): new CSR entry k is old

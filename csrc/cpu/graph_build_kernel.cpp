@@ -48,7 +48,8 @@ int64_t sort_chunks(int64_t items, int64_t keys) {
 // writes ptr [n + 1]; `extra` slots per key are reserved after the chunks' entries.
 template <typename I>
 void counts_to_offsets(I* hist, int64_t chunks, int64_t n, int64_t extra, I* ptr) {
-  const int64_t blocks = n < kSerialElements ? 1 : std::min<int64_t>(n / 4096, 8 * at::get_num_threads());
+  const int64_t blocks =
+      n < kSerialElements ? 1 : std::min<int64_t>(n / 4096, 8 * at::get_num_threads());
   std::vector<int64_t> start(blocks + 1, 0);
   auto first = [&](int64_t b) { return n * b / blocks; };
   parallel_chunks(blocks, blocks == 1, [&](int64_t b) {

@@ -96,6 +96,9 @@ template <typename I>
 struct UnitLevel {
   const Adj<I>& g;
   int64_t n;
+  int64_t entries() const {
+    return static_cast<int64_t>(g.rp[n]) + static_cast<int64_t>(g.trp[n]);
+  }
   template <typename F>
   void for_each_neighbour(int64_t u, const F& f) const {
     g.for_each_neighbour(u, [&](int64_t v) { f(v, 1.0); });
@@ -103,10 +106,14 @@ struct UnitLevel {
   double self_weight(int64_t) const { return 0.0; }
 };
 
-struct WeightedLevel {
+template <typename I>
+struct WeightedLevel {  // (I, float: 8 bytes per entry; its first level can have ~2E entries)
   int64_t n = 0;
-  std::vector<int64_t> rp, nb;  // CSR of the other communities met, both directions
-  std::vector<double> w, self;
+  std::vector<int64_t> rp;
+  std::vector<I> nb;  // CSR of the other communities met, both directions
+  std::vector<float> w;
+  std::vector<double> self;
+  int64_t entries() const { return static_cast<int64_t>(nb.size()); }
   template <typename F>
   void for_each_neighbour(int64_t u, const F& f) const {
     for (int64_t k = rp[u]; k < rp[u + 1]; ++k) f(nb[k], w[k]);
@@ -175,17 +182,19 @@ std::vector<int64_t> local_moving(const G& g, const std::vector<int64_t>& visit,
 }
 
 // The graph of the communities: summed weights between them, internal weights as self.
-template <typename G>
-WeightedLevel aggregate(const G& g, const std::vector<int64_t>& comm, int64_t count) {
+template <typename I, typename G>
+WeightedLevel<I> aggregate(const G& g, const std::vector<int64_t>& comm, int64_t count) {
   const int64_t n = g.n;
   std::vector<int64_t> start(count + 1, 0), members(n);
   for (int64_t u = 0; u < n; ++u) ++start[comm[u] + 1];
   for (int64_t c = 0; c < count; ++c) start[c + 1] += start[c];
   for (int64_t u = 0; u < n; ++u) members[start[comm[u]]++] = u;  // start[c] -> end of c
-  WeightedLevel out;
+  WeightedLevel<I> out;
   out.n = count;
   out.rp.assign(count + 1, 0);
   out.self.assign(count, 0.0);
+  out.nb.reserve(g.entries());  // untouched capacity costs address space, not memory
+  out.w.reserve(g.entries());
   std::vector<double> acc(count, 0.0);
   std::vector<int64_t> touched;
   for (int64_t c = 0, m = 0; c < count; ++c) {
@@ -204,8 +213,8 @@ WeightedLevel aggregate(const G& g, const std::vector<int64_t>& comm, int64_t co
       });
     }
     for (int64_t d : touched) {
-      out.nb.push_back(d);
-      out.w.push_back(acc[d]);
+      out.nb.push_back(static_cast<I>(d));
+      out.w.push_back(static_cast<float>(acc[d]));
       acc[d] = 0;
     }
     out.rp[c + 1] = static_cast<int64_t>(out.nb.size());
@@ -222,7 +231,7 @@ std::vector<int64_t> cluster_order(const Adj<I>& g, const std::vector<int64_t>& 
   std::iota(node_comm.begin(), node_comm.end(), 0);
   int64_t count = 0;
   std::vector<int64_t> comm = local_moving(UnitLevel<I>{g, n}, bfs, count);
-  WeightedLevel level;
+  WeightedLevel<I> level;
   constexpr int kMaxLevels = 16;
   for (int l = 0; l < kMaxLevels; ++l) {
     const int64_t level_n = l == 0 ? n : level.n;
@@ -235,7 +244,8 @@ std::vector<int64_t> cluster_order(const Adj<I>& g, const std::vector<int64_t>& 
     for (int64_t u : order) scratch[start[node_comm[u]]++] = u;
     order.swap(scratch);
     if (count * 10 > level_n * 9) break;  // under 10% fewer communities: the hierarchy is done
-    level = l == 0 ? aggregate(UnitLevel<I>{g, n}, comm, count) : aggregate(level, comm, count);
+    level = l == 0 ? aggregate<I>(UnitLevel<I>{g, n}, comm, count)
+                   : aggregate<I>(level, comm, count);
     std::vector<int64_t> visit(level.n);
     std::iota(visit.begin(), visit.end(), 0);  // communities are numbered in BFS order
     comm = local_moving(level, visit, count);
