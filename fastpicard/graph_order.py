@@ -54,7 +54,7 @@ def reorder(graph, order):
         graph.t_perm.cpu(), order.cpu())
     order = order.to(device)
     weight = None if graph.weight is None else graph.weight[entry_perm.to(device)]
-    return type(graph)(
+    return type(graph)._trusted(  # a validated Graph relabelled by a checked permutation
         num_nodes=graph.num_nodes, rowptr=rowptr.to(device), col=col.to(device), weight=weight,
         t_rowptr=t_rowptr.to(device), t_col=t_col.to(device), t_perm=t_perm.to(device),
         batch=None if graph.batch is None else graph.batch[order],

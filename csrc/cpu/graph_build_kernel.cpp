@@ -225,21 +225,31 @@ BuildResult build_typed(const BuildArgs& a) {
   const int64_t row_parts = static_cast<int64_t>(rb.size()) - 1;
   at::Tensor scale_t = empty_output({a.norm == Norm::kSum ? 0 : n}, wopt);
   W* scale = scale_t.data_ptr<W>();
+  // gcn: the first node of each part with a negative degree, and that degree
+  std::vector<std::pair<int64_t, double>> negative(row_parts, {-1, 0.0});
   parallel_chunks(row_parts, row_parts == 1, [&](int64_t part) {
     for (int64_t i = rb[part]; i < rb[part + 1]; ++i) {
       const int64_t b = rp[i], end = rp[i + 1];
       if (a.norm != Norm::kSum) {
         W deg = 0;
         for (int64_t k = b; k < end; ++k) deg += Ops::weight(rec[k]);
+        if (a.norm == Norm::kGcn && deg < W(0) && negative[part].first < 0)
+          negative[part] = {i, static_cast<double>(deg)};
         scale[i] = a.norm == Norm::kGcn ? gcn_scale(deg) : (deg == W(0) ? W(0) : W(1) / deg);
       }
       sort_row<I, W>(rec, b, end);
     }
   });
+  for (const auto& [node, deg] : negative) {  // the torch path's error, for the first one
+    TORCH_CHECK_VALUE(node < 0, "Graph: norm='gcn' scales by D^-1/2, but node ", node,
+                      " has the negative weighted in-degree ", deg,
+                      " (negative edge weights); use norm='sum' or non-negative weights");
+  }
 
   // pass 4: the records split into col, perm and the normalised weights:
   // (dis[src] * w) * dis[dst] or w * inv[dst], the torch path's float operations
-  const bool weighted = w != nullptr || a.norm != Norm::kSum;
+  // (from has_value: an empty edge_weight's data pointer may be null, yet the loops are weighted)
+  const bool weighted = a.weight.has_value() || a.norm != Norm::kSum;
   at::Tensor weight = empty_output({weighted ? nnz : 0}, wopt);
   at::Tensor perm = empty_output({a.need_perm ? nnz : 0}, iopt);
   I* cp = col.data_ptr<I>();
