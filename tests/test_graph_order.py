@@ -186,6 +186,22 @@ def test_bad_orders():
         g.reorder(torch.tensor([0, 1, 3]))
 
 
+
+def test_raw_constructor_checks_node_order():
+    """Graph(...) from raw tensors keeps a valid node_order and refuses a bad one (the
+    reordered Graph's fields otherwise pass every other check)."""
+    r = Graph.from_edge_index(torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]]), 4).reorder("rcm")
+    fields = {f: getattr(r, f) for f in ("rowptr", "col", "weight", "t_rowptr", "t_col",
+                                        "t_perm")}
+    assert torch.equal(Graph(num_nodes=4, node_order=r.node_order, **fields).node_order,
+                       r.node_order)
+    for bad, err, match in ((torch.tensor([0, 1, 1, 2]), ValueError, "permutation"),
+                            (torch.tensor([0, 1, 2, 4]), ValueError, "permutation"),
+                            (torch.arange(3), ValueError, "shape"),
+                            (r.node_order.int(), TypeError, "int64")):
+        with pytest.raises(err, match=match):
+            Graph(num_nodes=4, node_order=bad, **fields)
+
 def test_ops_reject_malformed_csr():
     """Hand-built (corrupt) CSR reaching the order ops raises instead of reading out of
     bounds."""
