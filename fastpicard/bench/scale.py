@@ -37,6 +37,7 @@ import torch
 
 from ..graph import Graph
 from ..ops import spmm_update
+from .data import add_data_argument, load_planetoid
 from .timing import append_csv, interleaved_samples, print_table, sync
 
 ALPHA = 0.5
@@ -67,9 +68,7 @@ def add_arguments(p):
                         "build, torch-path build) vs prebuilt")
     p.add_argument("--huge-pages", action="store_true",
                    help="also time the fused step with h and x on 2 MiB pages")
-    p.add_argument("--data", default=None,
-                   help="folder holding planetoid/<Name>/raw, for PubMed (default: "
-                        "$FASTPICARD_DATA)")
+    add_data_argument(p)
     p.add_argument("--plot", default="bench_results/scale.png", help="log-log plot ('' to skip)")
     p.add_argument("--plot-orders", default="none,rcm,cluster", help="orders drawn in the plot")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -131,14 +130,9 @@ def synthetic(kind, n, args, seed=0):
 
 
 def planetoid_graph(name, data):
-    from ..datasets import planetoid
-
-    root = None
-    if name == "PubMed":
-        from .graph import find_data
-        root = find_data(data) / "planetoid"
-    d = planetoid(name, root=root)
-    return d.edge_index, d.num_nodes
+    """(edge_index, num_nodes), or None when the data is missing (a line says why)."""
+    d = load_planetoid(name, data)
+    return None if d is None else (d.edge_index, d.num_nodes)
 
 
 # ---------------------------------------------------------------- helpers
@@ -443,8 +437,9 @@ def run(args):
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     for name in args.graphs.split(","):
         if name in PLANETOID:
-            ei, n = planetoid_graph(name, args.data)
-            measure(name, "planetoid", ei, n, args, device, rows)
+            graph = planetoid_graph(name, args.data)
+            if graph is not None:
+                measure(name, "planetoid", *graph, args, device, rows)
             continue
         refs = {}
         for n in sorted(sizes):
