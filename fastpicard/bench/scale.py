@@ -455,4 +455,7 @@ def run(args):
                        "build_speedup", "reorder_s", "peak_mib"])
     append_csv(args.csv, rows)
     if args.plot and any(r["kind"] == "synthetic" for r in rows):
-        plot(rows, args.plot, args.plot_orders)
+        try:
+            plot(rows, args.plot, args.plot_orders)
+        except ImportError as e:  # matplotlib is optional (the "plot" extra)
+            print(f"no plot: {e}")
