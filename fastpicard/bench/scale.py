@@ -17,8 +17,10 @@ memory. Graph kinds (ids shuffled, as real graphs are stored in arbitrary order)
 
 Orders: none (as given), rcm, degree, cluster (Graph.reorder), shuffle (a random relabelling:
 the arbitrary-order case for the Planetoid graphs). ``--huge-pages`` also times the fused step
-with h and x on 2 MiB pages (a TLB experiment, Linux). Rows go to the CSV, the log-log plot to
---plot.
+with h and x on 2 MiB pages (a TLB experiment, Linux); for large graphs run the whole benchmark
+with THP_MEM_ALLOC_ENABLE=1 (torch's allocator then puts large tensors on 2 MiB pages: on 4 KiB
+pages the gathers are TLB-bound, BENCHMARKS.md "Large graphs"). Rows go to the CSV, the
+log-log plot to --plot.
 
 ``--minibatch``: PIGN (hidden F, 8 iterations) on PyG-style mini-batches whose Graph is built
 per batch: sampled subgraphs (random, degree 10) of 1e3-1e5 nodes, and 128 small graphs in one
