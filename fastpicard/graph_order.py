@@ -12,7 +12,9 @@ csrc/cpu/graph_order_kernel.cpp):
 A reordered Graph is the same graph relabelled: row i is node ``node_order[i]`` of the
 caller's numbering. Its rows keep their entries in their old sequence (so each row sums the
 same terms in the same order); the ops take features in the new order and PIGN permutes in
-and out itself. BENCHMARKS.md ("Large graphs") measures which method helps on which graph.
+and out itself. BENCHMARKS.md ("Large graphs") measures which method helps on which graph
+("cluster" on graphs with communities). On CPU an order helps fully only with the features on
+2 MiB pages (THP_MEM_ALLOC_ENABLE=1): on 4 KiB pages the gathers of a large ``h`` miss the TLB.
 """
 from __future__ import annotations
 
