@@ -109,6 +109,11 @@ section solver 25 bench_solver.log bash -c "$PY -m fastpicard.bench solver --che
   --csv '$OUT/solver_check_every.csv' && $PY -m fastpicard.bench solver --csv '$OUT/solver.csv'"
 section models 25 bench_models.log $PY -m fastpicard.bench models --parts speed \
   --datasets Cora,PubMed --csv "$OUT/models.csv"
+# scale (budget 90 s, last: skipped when the others ran long): ns per entry from 1e5 to 1e7
+# nodes (1.1e8 entries; h, x, output 2.6 GB each, far beyond the 50 MB L2), random and SBM, in
+# the given order and RCM order (serial host reorder: ~30 s at 1e7), vs the smallest graph
+section scale 90 bench_scale.log $PY -m fastpicard.bench scale --sizes 1e5,1e6,1e7 \
+  --graphs random,sbm --orders none,rcm --reps 5 --plot "$OUT/scale.png" --csv "$OUT/scale.csv"
 
 echo
 # The summary: one row per section with its headline numbers; exit 1 when a section failed or
@@ -212,6 +217,20 @@ detail = {"build": build, "aot": aot, "tests": tests, "update": update,
           "graph": lambda: graph("graph.csv", ("Cora", "PubMed", "random 1e+06/1e+07")),
           "spmm": lambda: graph("spmm.csv", ("PubMed", "random 1e+06/1e+07")),
           "solver": solver, "models": models}
+
+
+def scale():  # the largest graph of each kind and order: ns per entry, growth vs the smallest
+    rs = [r for r in rows("scale.csv") if r["kind"] == "synthetic"]
+    if not need(rs, "scale: no rows"):
+        return ""
+    top = max(int(r["nodes"]) for r in rs)
+    return "; ".join(f"{r['graph']} {top:.0e} {r['order']}: {f(r['ns_per_entry'])} ns/entry, "
+                     f"x{f(r['vs_smallest'])} the smallest's" for r in rs
+                     if int(r["nodes"]) == top and r.get("vs_smallest"))
+
+
+detail["scale"] = scale
+
 print(f"## gpu_check summary ({total} s)\n")
 print("| section | status | s | result |\n|---|---|---|---|")
 for name, status, secs, log in sections:

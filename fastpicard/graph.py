@@ -23,6 +23,8 @@ import numbers
 
 import torch
 
+from . import graph_build, graph_order
+
 _NORMS = ("gcn", "mean", "sum")
 _INT32_MAX = 2**31 - 1
 
@@ -46,17 +48,20 @@ class Graph:
         batch: optional int64 [N] graph id of each node (many graphs in one batch).
         num_graphs: number of graphs (1 without batch).
         norm: the normalisation used.
+        node_order: None, or int64 [N] after a reorder: row i of the Graph is node
+            node_order[i] of the caller's numbering (features go in as x[node_order]).
     """
 
     __slots__ = ("num_nodes", "rowptr", "col", "_weight", "t_rowptr", "t_col", "t_perm",
-                 "_t_weight", "_t_version", "batch", "num_graphs", "norm")
+                 "_t_weight", "_t_version", "batch", "num_graphs", "norm", "node_order")
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
-                 num_graphs=1, norm="sum"):
+                 num_graphs=1, norm="sum", node_order=None):
         """A Graph from raw CSR tensors (the builders below are the usual way). Every
         structural fact is checked here, once (one host read): index dtypes, devices and
         lengths, rowptr rising from 0 to the entry count, columns in [0, num_nodes), and the
-        transpose being exactly the transpose of the CSR. (The kernels check index ranges
+        transpose being exactly the transpose of the CSR, node_order (if given) a permutation
+        of the nodes. (The kernels check index ranges
         again on every call, so a tensor edited in place later cannot make them read out of
         bounds.)"""
         if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or \
@@ -67,22 +72,28 @@ class Graph:
         num_nodes = int(num_nodes)
         _check_structure(num_nodes, rowptr, col, t_rowptr, t_col, t_perm)
         batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, rowptr.device)
+        _check_node_order(node_order, num_nodes, rowptr.device)
         self._assign(num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch, num_graphs,
-                     norm)
+                     norm, node_order)
 
     def _assign(self, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch, num_graphs,
-                norm):
+                norm, node_order=None, t_weight=None):
         self.num_nodes = num_nodes
         self.rowptr, self.col = rowptr, col
         self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
-        self.weight = weight
+        if t_weight is None:
+            self.weight = weight
+        else:  # weight[t_perm], already computed by the builder (the compiled build)
+            self._weight, self._t_weight, self._t_version = weight, t_weight, _version(weight)
         self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
+        self.node_order = node_order
 
     @classmethod
-    def _trusted(cls, *args) -> "Graph":
-        """A Graph from tensors this module built (valid by construction): no checks."""
+    def _trusted(cls, *args, **kwargs) -> "Graph":
+        """A Graph from tensors this module built (valid by construction: the torch path, the
+        compiled build and reorder, whose ops check their inputs): no checks."""
         graph = cls.__new__(cls)
-        graph._assign(*args)
+        graph._assign(*args, **kwargs)
         return graph
 
     @property
@@ -118,7 +129,7 @@ class Graph:
     @classmethod
     def from_edge_index(cls, edge_index, num_nodes=None, *, edge_weight=None, norm="gcn",
                         add_self_loops=True, batch=None, num_graphs=None,
-                        dtype=None) -> "Graph":
+                        dtype=None, reorder=None) -> "Graph":
         """Graph from a PyG-style ``edge_index`` [2, E] (row 0 sources, row 1 targets).
 
         Args:
@@ -133,6 +144,8 @@ class Graph:
             dtype: dtype of the normalised weights: None keeps float32 (float64 when
                 edge_weight is float64); pass torch.float64 for float64 models, whose
                 kernels would otherwise use weights rounded to float32.
+            reorder: None, or a node order for cache locality applied after the build
+                (see :meth:`reorder`).
         """
         if dtype not in (None, torch.float32, torch.float64):
             raise TypeError(f"Graph: dtype must be None, torch.float32 or torch.float64, got "
@@ -159,7 +172,7 @@ class Graph:
         if num_nodes < 0:
             raise ValueError(f"Graph: num_nodes must be >= 0, got {num_nodes}")
         if e:
-            lo, hi = int(edge_index.min()), int(edge_index.max())
+            lo, hi = map(int, torch.aminmax(edge_index))
             if lo < 0:
                 raise IndexError(f"Graph: edge_index contains the negative node index {lo}")
             if hi >= num_nodes:
@@ -185,29 +198,15 @@ class Graph:
                 edge_weight = edge_weight.float()
         batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, edge_index.device)
 
-        src, dst = edge_index[0], edge_index[1]
-        weight = edge_weight
-        if add_self_loops:
-            src, dst, weight = _add_remaining_self_loops(src, dst, weight, num_nodes)
-        if weight is None and norm != "sum":
-            weight = torch.ones(src.shape[0], dtype=dtype or torch.float32, device=src.device)
-        if norm == "gcn":
-            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
-            deg = deg.scatter_add(0, dst, weight)
-            if e and bool((deg < 0).any()):
-                node = int(torch.nonzero(deg < 0)[0])
-                raise ValueError(f"Graph: norm='gcn' scales by D^-1/2, but node {node} has the "
-                                 f"negative weighted in-degree {float(deg[node]):g} (negative "
-                                 "edge weights); use norm='sum' or non-negative weights")
-            dis = deg.pow(-0.5)
-            dis = dis.masked_fill(dis == float("inf"), 0.0)
-            weight = dis[src] * weight * dis[dst]
-        elif norm == "mean":
-            deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
-            deg = deg.scatter_add(0, dst, weight)
-            inv = deg.reciprocal().masked_fill(deg == 0, 0.0)
-            weight = weight * inv[dst]
-        return cls._from_coo(src, dst, weight, num_nodes, batch, num_graphs, norm)
+        if graph_build.applies(edge_index):
+            fields = graph_build.build(edge_index, num_nodes, edge_weight, norm, add_self_loops,
+                                       dtype, _normalized_edges, _INT32_MAX)
+            graph = cls._trusted(batch=batch, num_graphs=num_graphs, norm=norm, **fields)
+        else:
+            src, dst, weight = _normalized_edges(edge_index, edge_weight, num_nodes, norm,
+                                                 add_self_loops, dtype)
+            graph = cls._from_coo(src, dst, weight, num_nodes, batch, num_graphs, norm)
+        return graph if reorder is None else graph.reorder(reorder)
 
     @classmethod
     def from_sparse(cls, adj, *, norm="sum", add_self_loops=False, batch=None,
@@ -312,7 +311,19 @@ class Graph:
             return None if t is None else t.to(device)
         return Graph._trusted(self.num_nodes, mv(self.rowptr), mv(self.col), mv(self.weight),
                               mv(self.t_rowptr), mv(self.t_col), mv(self.t_perm), mv(self.batch),
-                              self.num_graphs, self.norm)
+                              self.num_graphs, self.norm, mv(self.node_order))
+
+    def reorder(self, order="rcm") -> "Graph":
+        """The graph with its nodes renumbered for cache locality of the gathers: "rcm"
+        (reverse Cuthill-McKee), "degree" (descending degree), "cluster" (communities
+        contiguous), or an int64 order [N] (new node i = old node order[i]).
+
+        The result's ``node_order`` maps its rows to the caller's node ids (composed over
+        repeated reorders); the graph ops then take features in that order (``x[node_order]``)
+        and PIGN does this itself, returning outputs in the caller's order. Each row keeps its
+        entries in their old sequence, so per-row results are unchanged. Weights follow by a
+        differentiable gather. See fastpicard.graph_order."""
+        return graph_order.reorder(self, order)
 
     def adjacency(self) -> torch.Tensor:
         """Â as a ``torch.sparse_csr`` tensor (int64 indices)."""
@@ -333,6 +344,34 @@ def _rowptr(rows: torch.Tensor, n: int, device) -> torch.Tensor:
     if rows.numel():
         ptr[1:] = torch.bincount(rows, minlength=n).cumsum(0)
     return ptr
+
+
+def _normalized_edges(edge_index, weight, n, norm, add_self_loops, dtype):
+    """(src, dst, weight) in edge order after self-loop handling, with the normalised weights
+    (None: all ones): the torch path of from_edge_index."""
+    given = weight is not None
+    src, dst = edge_index[0], edge_index[1]
+    if add_self_loops:
+        src, dst, weight = _add_remaining_self_loops(src, dst, weight, n)
+    if weight is None and norm != "sum":
+        weight = torch.ones(src.shape[0], dtype=dtype or torch.float32, device=src.device)
+    if norm == "gcn":
+        deg = torch.zeros(n, dtype=weight.dtype, device=weight.device)
+        deg = deg.scatter_add(0, dst, weight)
+        if given and bool((deg < 0).any()):
+            node = int(torch.nonzero(deg < 0)[0])
+            raise ValueError(f"Graph: norm='gcn' scales by D^-1/2, but node {node} has the "
+                             f"negative weighted in-degree {float(deg[node]):g} (negative "
+                             "edge weights); use norm='sum' or non-negative weights")
+        dis = deg.pow(-0.5)
+        dis = dis.masked_fill(dis == float("inf"), 0.0)
+        weight = dis[src] * weight * dis[dst]
+    elif norm == "mean":
+        deg = torch.zeros(n, dtype=weight.dtype, device=weight.device)
+        deg = deg.scatter_add(0, dst, weight)
+        inv = deg.reciprocal().masked_fill(deg == 0, 0.0)
+        weight = weight * inv[dst]
+    return src, dst, weight
 
 
 def _add_remaining_self_loops(src, dst, weight, n):
@@ -381,6 +420,21 @@ def _check_batch(batch, num_graphs, num_nodes, device):
         raise ValueError(f"Graph: num_graphs={num_graphs} exceeds num_nodes={num_nodes}: a batch "
                          "of N nodes holds at most N graphs (number the graphs 0..num_graphs-1)")
     return batch, int(num_graphs)
+
+
+def _check_node_order(order, n, device):
+    """None, or an int64 permutation of the n nodes on the graph's device."""
+    if order is None:
+        return
+    if not isinstance(order, torch.Tensor) or order.dtype != torch.int64:
+        raise TypeError("Graph: node_order must be None or an int64 Tensor, got "
+                        f"{getattr(order, 'dtype', type(order).__name__)}")
+    if order.shape != (n,) or order.device != device:
+        raise ValueError(f"Graph: node_order must have shape [num_nodes={n}] on {device}, got "
+                         f"{tuple(order.shape)} on {order.device}")
+    if n and (int(order.min()) < 0 or int(order.max()) >= n or
+              not bool((torch.bincount(order, minlength=n) == 1).all())):
+        raise ValueError(f"Graph: node_order must be a permutation of the {n} nodes")
 
 
 def _check_csr(rowptr, col, rows, cols, rowptr_name="rowptr", col_name="col"):

@@ -11,6 +11,7 @@ BENCHMARKS = {
     "models": "models",
     "graph": "graph",
     "spmm": "spmm",
+    "scale": "scale",
 }
 
 

@@ -107,9 +107,11 @@ class PIGN(nn.Module):
     ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
     path ``edge_index`` may also be a prebuilt ``fastpicard.Graph``, used as is (the explicit
     way to reuse one: no per-call comparison or host read; needed under ``torch.compile``,
-    where building one reads the graph's size from the device). For an edge_index tensor the
-    Graph is rebuilt whenever its values change (compared with a copy every call).
-    ``last_stats`` holds the solver statistics of the latest call.
+    where building one reads the graph's size from the device), also a reordered one
+    (``Graph.reorder``): features are permuted in and outputs back, so results come in the
+    caller's node order. For an edge_index tensor the Graph is rebuilt whenever its values
+    change (compared with a copy every call). ``last_stats`` holds the solver statistics of
+    the latest call.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
@@ -208,10 +210,16 @@ class PIGN(nn.Module):
             else self.eval_max_iter
         if self.uses_fused_path:
             graph = self._graph(edge_index, x.shape[0], h.dtype)
+            order = graph.node_order  # a reordered Graph: iterate in its node order
+            if order is not None:
+                h = h[order]
+                batch = None if batch is None else batch[order]
             h, self.last_stats = iterate_gcn(
                 graph, h, self.conv, act=self.act, dropout=self.dropout if self.training else 0.0,
                 alpha=self.alpha, tol=self.tol, max_iter=n_iter, batch=batch,
                 opts=self.solver_opts)
+            if order is not None:  # back to the caller's node order
+                h = torch.empty_like(h).index_copy(0, order, h)
         else:
             if isinstance(edge_index, Graph):
                 raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
