@@ -27,8 +27,9 @@ def _control_kernel(res_ptr, norm_ptr, frozen_ptr, conv_ptr, div_ptr, iters_ptr,
     n_imp = tl.zeros([BLOCK], dtype=tl.int64)
     n_new_div = tl.zeros([BLOCK], dtype=tl.int64)
     n_div = tl.zeros([BLOCK], dtype=tl.int64)
-    for start in range(0, S, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
+    start = 0
+    while start < S:  # not range(): see picard_update._segment_sqrt_sum_kernel
+        offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
         m = offs < S
         fz = tl.load(frozen_ptr + offs, mask=m, other=1) != 0
         active = m & (fz == 0)
@@ -70,6 +71,7 @@ def _control_kernel(res_ptr, norm_ptr, frozen_ptr, conv_ptr, div_ptr, iters_ptr,
         n_imp += imp.to(tl.int64)
         n_new_div += nd.to(tl.int64)
         n_div += (m & dv).to(tl.int64)
+        start += BLOCK
     tl.store(summary_ptr, tl.sum(n_active, axis=0))
     tl.store(summary_ptr + 1, tl.sum(n_imp, axis=0))
     tl.store(summary_ptr + 2, tl.sum(n_new_div, axis=0))

@@ -93,13 +93,15 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         fz = (tl.load(frozen_ptr + sid, mask=rm, other=0) != 0)[:, None]
     r_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
     n_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
-    for f0 in range(0, F, BLOCK_F):
-        f = f0 + tl.arange(0, BLOCK_F)
+    f0 = 0
+    while f0 < F:  # not range(): see picard_update._segment_sqrt_sum_kernel
+        f = tl.multiple_of(f0, BLOCK_F) + tl.arange(0, BLOCK_F)
         fm = f < F
         m2 = rm[:, None] & fm[None, :]
         offs = rbase[:, None] + f[None, :]
         acc3 = tl.zeros([BLOCK_R, BLOCK_E, BLOCK_F], dtype=ACC)
-        for j in range(0, max_deg, BLOCK_E):
+        j = 0
+        while j < max_deg:
             k = start[:, None] + j + tl.arange(0, BLOCK_E)[None, :]  # [R, E]
             km = k < end[:, None]
             c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
@@ -110,6 +112,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
             tile = tl.load(h_ptr + c[:, :, None] * F + f[None, None, :],
                            mask=km[:, :, None] & fm[None, None, :], other=0.0).to(ACC)
             acc3 += tile * w[:, :, None]
+            j += BLOCK_E
         acc = tl.sum(acc3, axis=1)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + f, mask=fm, other=0.0).to(ACC)[None, :]
@@ -134,6 +137,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         if WANT_NORM:
             nn = tl.where(m2, nv, 0.0)
             n_acc += nn * nn
+        f0 += BLOCK_F
     tl.store(rowsq_ptr + r, tl.sum(r_acc, axis=1), mask=rm)
     if WANT_NORM:
         tl.store(rowsq_ptr + N + r, tl.sum(n_acc, axis=1), mask=rm)
