@@ -58,7 +58,7 @@ def _tanh(p):
 @triton.jit
 def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_ptr, y_ptr,
                        rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha: tl.float64,
-                       slope: tl.float64, p_drop: tl.float64, thr, HAS_W: tl.constexpr,
+                       slope: tl.float64, keep_scale: tl.float64, thr, HAS_W: tl.constexpr,
                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, DROP: tl.constexpr,
                        SAVE_Y: tl.constexpr, HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -76,15 +76,14 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     if ACC == tl.float64:
         a = zero + alpha
         slope_v = zero + slope
-        p_v = zero + p_drop
+        scale = zero + keep_scale
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
-        p_v = zero + tl.cast(p_drop, ACC)
+        scale = zero + tl.cast(keep_scale, ACC)
     b = 1.0 - a  # derived scalars are formed in ACC, as on CPU
     if DROP:
         rk = _row_key(seed_ptr, r)
-        scale = 1.0 / (1.0 - p_v)
     if HAS_FROZEN:
         if HAS_BATCH:
             sid = tl.load(batch_ptr + r, mask=rm, other=0)
@@ -145,7 +144,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
 
 @triton.jit
 def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F,
-                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64, thr,
+                            alpha: tl.float64, slope: tl.float64, keep_scale: tl.float64, thr,
                             ACT: tl.constexpr,
                             DROP: tl.constexpr, NEED_X: tl.constexpr, HAS_BATCH: tl.constexpr,
                             HAS_FROZEN: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -160,14 +159,13 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     if ACC == tl.float64:  # fp64 float arguments, as in _update_fwd_kernel
         a = zero + alpha
         slope_v = zero + slope
-        p_v = zero + p_drop
+        scale = zero + keep_scale
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
-        p_v = zero + tl.cast(p_drop, ACC)
+        scale = zero + tl.cast(keep_scale, ACC)
     d = (1.0 - a) * g
     if DROP:
-        scale = 1.0 / (1.0 - p_v)
         d = d * _keep_scale(_row_key(seed_ptr, r)[:, None], f[None, :], thr, scale)
     if ACT == 1:
         y = tl.load(y_ptr + offs, mask=m2, other=0.0).to(ACC)
@@ -190,6 +188,12 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     tl.store(gp_ptr + offs, d.to(gp_ptr.dtype.element_ty), mask=m2)
     if NEED_X:
         tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=m2)
+
+
+def _keep_scale_arg(dropout):
+    """1 / (1 - p), formed in fp64 on the host as the CPU kernel does (graph_isa.cpp), then
+    rounded to the accumulation type in the kernel: no division per element on the GPU."""
+    return 1.0 / (1.0 - dropout) if dropout > 0 else 1.0
 
 
 def _threshold(dropout):
@@ -218,7 +222,7 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             bias.contiguous() if bias is not None else h, out, y if save_act else h, rowsq,
             seed if seed is not None else rowptr, batch if batch is not None else rowptr,
             frozen_u8 if frozen is not None else rowptr, n, width, alpha, negative_slope,
-            dropout, thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
+            _keep_scale_arg(dropout), thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
             BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf, num_warps=num_warps(bf))
@@ -255,7 +259,7 @@ def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_
             g, y, gp, gx if need_x else g, seed if seed is not None else rowptr,
             batch if batch is not None else rowptr,
             frozen.contiguous().view(torch.uint8) if frozen is not None else rowptr, n, width,
-            alpha, negative_slope, dropout, thr, ACT=a, DROP=dropout > 0,
+            alpha, negative_slope, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
             NEED_X=need_x, HAS_BATCH=batch is not None, HAS_FROZEN=frozen is not None,
             ACC=_tl_acc(g.dtype), BLOCK_R=br, BLOCK_F=bf)
     gh = g.new_empty(0)
