@@ -73,32 +73,11 @@ def _update_flat_kernel(x_ptr, z_ptr, out_ptr, part_ptr, n, n_prog, alpha: tl.fl
 
 
 @triton.jit
-def _rows_block(x_ptr, z_ptr, out_ptr, r, rm, width, d0, a, b, fz, HAS_FROZEN: tl.constexpr,
-                WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Columns [d0, d0 + BLOCK_D) of the rows r: per row, (sum of (x_new - x)^2, of x_new^2)."""
-    c = d0 + tl.arange(0, BLOCK_D)
-    m = rm[:, None] & (c < width)[None, :]
-    offs = r[:, None] * width + c[None, :]
-    x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
-    z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
-    new = a * x + b * z
-    if HAS_FROZEN:
-        new = tl.where(fz[:, None], x, new)
-    tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
-    d = new - x
-    if WANT_NORM:
-        nsq = tl.sum(new * new, axis=1)
-    else:
-        nsq = tl.sum(d * 0.0, axis=1)  # unused
-    return tl.sum(d * d, axis=1), nsq
-
-
-@triton.jit
 def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl.float64,
                         beta: tl.float64, batch_ptr,
                         frozen_ptr, num_samples, HAS_FROZEN: tl.constexpr,
                         WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_D: tl.constexpr, ONE_BLOCK: tl.constexpr):
+                        BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
     r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rm = r < rows
@@ -113,21 +92,24 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl
         sid = tl.load(batch_ptr + r, mask=rm, other=0)
         ok = rm & (sid >= 0) & (sid < num_samples)  # bad ids: reported by the caller's assert
         fz = tl.load(frozen_ptr + sid, mask=ok, other=0) != 0
-    else:
-        fz = rm  # unused
-    # The first block of columns straight, the rest in a while loop (not range(): see
-    # _segment_sqrt_sum_kernel); width <= BLOCK_D (every width up to 1024) has no loop at all.
-    acc_r, acc_n = _rows_block(x_ptr, z_ptr, out_ptr, r, rm, width, 0, a, b, fz, HAS_FROZEN,
-                               WANT_NORM, ACC, BLOCK_D)
-    if not ONE_BLOCK:
-        d0 = BLOCK_D
-        while d0 < width:
-            sq, nsq = _rows_block(x_ptr, z_ptr, out_ptr, r, rm, width,
-                                  tl.multiple_of(d0, BLOCK_D), a, b, fz, HAS_FROZEN, WANT_NORM,
-                                  ACC, BLOCK_D)
-            acc_r += sq
-            acc_n += nsq
-            d0 += BLOCK_D
+    acc_r = tl.zeros([BLOCK_R], dtype=ACC)
+    acc_n = tl.zeros([BLOCK_R], dtype=ACC)
+    d0 = 0
+    while d0 < width:  # not range(): see _segment_sqrt_sum_kernel
+        c = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
+        m = rm[:, None] & (c < width)[None, :]
+        offs = r[:, None] * width + c[None, :]
+        x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
+        new = a * x + b * z
+        if HAS_FROZEN:
+            new = tl.where(fz[:, None], x, new)
+        tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
+        d = new - x
+        acc_r += tl.sum(d * d, axis=1)
+        if WANT_NORM:
+            acc_n += tl.sum(new * new, axis=1)
+        d0 += BLOCK_D
     tl.store(rowsq_ptr + r, acc_r, mask=rm)
     if WANT_NORM:
         tl.store(rowsq_ptr + rows + r, acc_n, mask=rm)
@@ -195,7 +177,7 @@ def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out
         _update_rows_kernel[(triton.cdiv(rows, block_r),)](
             x, z, out, rowsq, rows, width, alpha, beta, batch, frozen_u8, num_samples,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc,
-            BLOCK_R=block_r, BLOCK_D=block_d, ONE_BLOCK=width <= block_d, num_warps=_ROW_WARPS)
+            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=_ROW_WARPS)
     res = torch.empty(num_samples, dtype=acc_dtype, device=x.device)
     norm = torch.empty(norm_len, dtype=acc_dtype, device=x.device)
     if num_samples:
