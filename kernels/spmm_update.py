@@ -58,7 +58,8 @@ def _tanh(p):
 @triton.jit
 def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_ptr, y_ptr,
                        rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha: tl.float64,
-                       slope: tl.float64, keep_scale: tl.float64, thr, HAS_W: tl.constexpr,
+                       slope: tl.float64, p_drop: tl.float64, keep_scale: tl.float64,
+                       thr, HAS_W: tl.constexpr,
                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, DROP: tl.constexpr,
                        SAVE_Y: tl.constexpr, HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -76,7 +77,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     if ACC == tl.float64:
         a = zero + alpha
         slope_v = zero + slope
-        scale = zero + keep_scale
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
@@ -144,7 +145,8 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
 
 @triton.jit
 def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F,
-                            alpha: tl.float64, slope: tl.float64, keep_scale: tl.float64, thr,
+                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64,
+                            keep_scale: tl.float64, thr,
                             ACT: tl.constexpr,
                             DROP: tl.constexpr, NEED_X: tl.constexpr, HAS_BATCH: tl.constexpr,
                             HAS_FROZEN: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -159,7 +161,7 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     if ACC == tl.float64:  # fp64 float arguments, as in _update_fwd_kernel
         a = zero + alpha
         slope_v = zero + slope
-        scale = zero + keep_scale
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
@@ -192,7 +194,9 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
 
 def _keep_scale_arg(dropout):
     """1 / (1 - p), formed in fp64 on the host as the CPU kernel does (graph_isa.cpp), then
-    rounded to the accumulation type in the kernel: no division per element on the GPU."""
+    rounded to the accumulation type in the kernel: for fp32 accumulation no division per
+    element (under triton 3.6 it spilled on sm_80). fp64 still divides in the kernel: a tile of
+    this value spilled there (sm_80, triton 3.9)."""
     return 1.0 / (1.0 - dropout) if dropout > 0 else 1.0
 
 
@@ -222,7 +226,8 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             bias.contiguous() if bias is not None else h, out, y if save_act else h, rowsq,
             seed if seed is not None else rowptr, batch if batch is not None else rowptr,
             frozen_u8 if frozen is not None else rowptr, n, width, alpha, negative_slope,
-            _keep_scale_arg(dropout), thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
+            dropout, _keep_scale_arg(dropout), thr, HAS_W=weight is not None,
+            HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
             BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf, num_warps=num_warps(bf))
@@ -259,7 +264,7 @@ def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_
             g, y, gp, gx if need_x else g, seed if seed is not None else rowptr,
             batch if batch is not None else rowptr,
             frozen.contiguous().view(torch.uint8) if frozen is not None else rowptr, n, width,
-            alpha, negative_slope, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
+            alpha, negative_slope, dropout, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
             NEED_X=need_x, HAS_BATCH=batch is not None, HAS_FROZEN=frozen is not None,
             ACC=_tl_acc(g.dtype), BLOCK_R=br, BLOCK_F=bf)
     gh = g.new_empty(0)
