@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 _FLAT_BLOCK = 4096
+_FLAT_WARPS = 8  # 4 warps (32 elements a thread) spilled 4 B for bf16 on sm_90 under triton 3.6
 # Batched kernel: elements per program and warps. 4096 elements on 4 warps spilled registers
 # (fp64, or with frozen + norm); 2048 on 8 warps needs <= 128 (python -m fastpicard.kernels.aot).
 _ROW_ELEMS = 2048
@@ -162,7 +163,8 @@ def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out
         else:
             _update_flat_kernel[(n_prog,)](
                 x, z, out, part, n, n_prog, alpha, beta, frozen_u8,
-                HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc, BLOCK=_FLAT_BLOCK)
+                HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc, BLOCK=_FLAT_BLOCK,
+                num_warps=_FLAT_WARPS)
         k = max(n_prog, 1)
         res = part[:k].sum().sqrt().reshape(1)
         norm = part[k:2 * k].sum().sqrt().reshape(1) if return_norm else part.new_empty(0)
