@@ -53,8 +53,8 @@ class _Recorder:
 
 
 def _kernel_modules():
-    from . import picard_control, picard_update, spmm, spmm_update
-    return (picard_update, picard_control, spmm, spmm_update)
+    from . import checks, picard_control, picard_update, spmm, spmm_update
+    return (picard_update, picard_control, spmm, spmm_update, checks)
 
 
 @contextlib.contextmanager
@@ -122,7 +122,7 @@ def capture(which: str = "ci", only=()):
     """Runs every launcher over the plan; returns the recorded launches
     [(jit_fn, grid, args, kwargs, label)] (of the kernels named in ``only``, if given); the
     label starts with the launcher and the data dtype."""
-    from . import picard_control, picard_update, spmm, spmm_update
+    from . import checks, picard_control, picard_update, spmm, spmm_update
 
     log, launches = [], []
     plans = _plans(which)
@@ -148,6 +148,19 @@ def capture(which: str = "ci", only=()):
                 "need_bias": [False, True]}
 
     with _recording(log):
+        # the index checks run before the graph and batch kernels: CSR, with and without the
+        # transposed graph's permutation, sample ids, at both index dtypes
+        rowptr, col, _, t_rowptr, t_col, t_perm, _ = _graph(ROWS, DEGREES[0], torch.float32)
+        for idx in (torch.int32, torch.int64):
+            rp, c, tr, tc, tp = (t.to(idx) for t in (rowptr, col, t_rowptr, t_col, t_perm))
+            ids = (torch.arange(ROWS, dtype=idx) % 4, 4)
+            for csr in (None, (rp, c, ROWS, None), (tr, tc, ROWS, tp)):
+                for with_ids in (False, True):
+                    if csr is None and not with_ids:
+                        continue
+                    record(f"check {str(idx).split('.')[-1]} csr={csr is not None} "
+                           f"perm={csr is not None and csr[3] is not None} ids={with_ids}",
+                           lambda: checks.check("aot", csr=csr, ids=ids if with_ids else None))
         for mode, shapes in plans.items():
             for dname, width, degree in shapes:
                 dtype = DTYPES[dname]

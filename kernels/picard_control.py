@@ -23,12 +23,15 @@ def _control_kernel(res_ptr, norm_ptr, frozen_ptr, conv_ptr, div_ptr, iters_ptr,
     tol = tl.load(params_ptr)         # in the statistics' dtype, as the CPU kernel compares
     factor = tl.load(params_ptr + 1)
     tiny = tl.load(params_ptr + 2)
-    n_active = tl.zeros([BLOCK], dtype=tl.int64)
-    n_imp = tl.zeros([BLOCK], dtype=tl.int64)
-    n_new_div = tl.zeros([BLOCK], dtype=tl.int64)
-    n_div = tl.zeros([BLOCK], dtype=tl.int64)
-    for start in range(0, S, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
+    # int32 counts (S < 2^31): four int64 accumulators of BLOCK elements cost 64 registers a
+    # thread, and ptxas 12.8 (triton 3.6) spilled the fp32 REL variant on sm_80 with them
+    n_active = tl.zeros([BLOCK], dtype=tl.int32)
+    n_imp = tl.zeros([BLOCK], dtype=tl.int32)
+    n_new_div = tl.zeros([BLOCK], dtype=tl.int32)
+    n_div = tl.zeros([BLOCK], dtype=tl.int32)
+    start = 0
+    while start < S:  # not range(): see picard_update._segment_sqrt_sum_kernel
+        offs = tl.multiple_of(start, BLOCK) + tl.arange(0, BLOCK)
         m = offs < S
         fz = tl.load(frozen_ptr + offs, mask=m, other=1) != 0
         active = m & (fz == 0)
@@ -66,14 +69,15 @@ def _control_kernel(res_ptr, norm_ptr, frozen_ptr, conv_ptr, div_ptr, iters_ptr,
         tl.store(frozen_ptr + offs, (fz | nc | nd).to(tl.uint8), mask=m)
         tl.store(imp_ptr + offs, imp.to(tl.uint8), mask=m)
         tl.store(new_div_ptr + offs, nd.to(tl.uint8), mask=m)
-        n_active += (active & (nc == 0) & (nd == 0)).to(tl.int64)
-        n_imp += imp.to(tl.int64)
-        n_new_div += nd.to(tl.int64)
-        n_div += (m & dv).to(tl.int64)
-    tl.store(summary_ptr, tl.sum(n_active, axis=0))
-    tl.store(summary_ptr + 1, tl.sum(n_imp, axis=0))
-    tl.store(summary_ptr + 2, tl.sum(n_new_div, axis=0))
-    tl.store(summary_ptr + 3, tl.sum(n_div, axis=0))
+        n_active += (active & (nc == 0) & (nd == 0)).to(tl.int32)
+        n_imp += imp.to(tl.int32)
+        n_new_div += nd.to(tl.int32)
+        n_div += (m & dv).to(tl.int32)
+        start += BLOCK
+    tl.store(summary_ptr, tl.sum(n_active, axis=0).to(tl.int64))
+    tl.store(summary_ptr + 1, tl.sum(n_imp, axis=0).to(tl.int64))
+    tl.store(summary_ptr + 2, tl.sum(n_new_div, axis=0).to(tl.int64))
+    tl.store(summary_ptr + 3, tl.sum(n_div, axis=0).to(tl.int64))
 
 
 @functools.lru_cache(maxsize=64)

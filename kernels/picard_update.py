@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 _FLAT_BLOCK = 4096
+_FLAT_WARPS = 8  # 4 warps (32 elements a thread) spilled 4 B for bf16 on sm_90 under triton 3.6
 # Batched kernel: elements per program and warps. 4096 elements on 4 warps spilled registers
 # (fp64, or with frozen + norm); 2048 on 8 warps needs <= 128 (python -m fastpicard.kernels.aot).
 _ROW_ELEMS = 2048
@@ -94,8 +95,9 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl
         fz = tl.load(frozen_ptr + sid, mask=ok, other=0) != 0
     acc_r = tl.zeros([BLOCK_R], dtype=ACC)
     acc_n = tl.zeros([BLOCK_R], dtype=ACC)
-    for d0 in range(0, width, BLOCK_D):
-        c = d0 + tl.arange(0, BLOCK_D)
+    d0 = 0
+    while d0 < width:  # not range(): see _segment_sqrt_sum_kernel
+        c = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
         m = rm[:, None] & (c < width)[None, :]
         offs = r[:, None] * width + c[None, :]
         x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
@@ -108,6 +110,7 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl
         acc_r += tl.sum(d * d, axis=1)
         if WANT_NORM:
             acc_n += tl.sum(new * new, axis=1)
+        d0 += BLOCK_D
     tl.store(rowsq_ptr + r, acc_r, mask=rm)
     if WANT_NORM:
         tl.store(rowsq_ptr + rows + r, acc_n, mask=rm)
@@ -120,11 +123,16 @@ def _segment_sqrt_sum_kernel(val_ptr, order_ptr, seg_ptr, out_ptr, BLOCK: tl.con
     start = tl.load(seg_ptr + s)
     end = tl.load(seg_ptr + s + 1)
     acc = tl.zeros([BLOCK], dtype=val_ptr.dtype.element_ty)
-    for i in range(start, end, BLOCK):
+    # A while loop, not range(): triton 3.6's interpreter turns range() bounds that are tensors
+    # (arguments, loaded values) into ints with int() of a 1-element array, an error since numpy
+    # 2.4. Compiled, the loads/stores are the same (PTX compared on triton 3.9, BENCHMARKS.md).
+    i = start
+    while i < end:
         idx = i + tl.arange(0, BLOCK)
         m = idx < end
         row = tl.load(order_ptr + idx, mask=m, other=0)
         acc += tl.load(val_ptr + row, mask=m, other=0.0)
+        i += BLOCK
     tl.store(out_ptr + s, tl.sqrt(tl.sum(acc, axis=0)))
 
 
@@ -155,7 +163,8 @@ def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out
         else:
             _update_flat_kernel[(n_prog,)](
                 x, z, out, part, n, n_prog, alpha, beta, frozen_u8,
-                HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc, BLOCK=_FLAT_BLOCK)
+                HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc, BLOCK=_FLAT_BLOCK,
+                num_warps=_FLAT_WARPS)
         k = max(n_prog, 1)
         res = part[:k].sum().sqrt().reshape(1)
         norm = part[k:2 * k].sum().sqrt().reshape(1) if return_norm else part.new_empty(0)

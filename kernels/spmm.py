@@ -59,7 +59,9 @@ def _gather_kernel(rowptr_ptr, col_ptr, w_ptr, perm_ptr, arg_ptr, src_ptr, out_p
     end = tl.load(rowptr_ptr + r + 1, mask=rm, other=0).to(tl.int64)
     deg = end - start
     acc = tl.zeros([BLOCK_R, BLOCK_E, BLOCK_F], dtype=ACC)
-    for j in range(0, tl.max(deg, axis=0), BLOCK_E):
+    max_deg = tl.max(deg, axis=0)
+    j = 0
+    while j < max_deg:  # not range(): see picard_update._segment_sqrt_sum_kernel
         k = start[:, None] + j + tl.arange(0, BLOCK_E)[None, :]  # [R, E]
         km = k < end[:, None]
         c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
@@ -78,6 +80,7 @@ def _gather_kernel(rowptr_ptr, col_ptr, w_ptr, perm_ptr, arg_ptr, src_ptr, out_p
             a = tl.load(arg_ptr + offs, mask=m3, other=-1).to(tl.int64)
             tile = tl.where(a == pe[:, :, None], tile, 0.0)
         acc += tile * w[:, :, None]
+        j += BLOCK_E
     out = tl.sum(acc, axis=1)
     if MEAN:
         out = out / tl.maximum(deg, 1).to(ACC)[:, None]
@@ -95,13 +98,16 @@ def _edge_dot_kernel(rowptr_ptr, col_ptr, arg_ptr, g_ptr, h_ptr, gw_ptr, R, F,
     start = tl.load(rowptr_ptr + r, mask=rm, other=0).to(tl.int64)
     end = tl.load(rowptr_ptr + r + 1, mask=rm, other=0).to(tl.int64)
     rbase = r.to(tl.int64) * F
-    for j in range(0, tl.max(end - start, axis=0), BLOCK_E):
+    max_deg = tl.max(end - start, axis=0)
+    j = 0
+    while j < max_deg:  # not range(): see picard_update._segment_sqrt_sum_kernel
         k = start[:, None] + j + tl.arange(0, BLOCK_E)[None, :]
         km = k < end[:, None]
         c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
         dot = tl.zeros([BLOCK_R, BLOCK_E, BLOCK_F], dtype=ACC)
-        for f0 in range(0, F, BLOCK_F):
-            f = f0 + tl.arange(0, BLOCK_F)
+        f0 = 0
+        while f0 < F:
+            f = tl.multiple_of(f0, BLOCK_F) + tl.arange(0, BLOCK_F)
             fm = f < F
             gm = rm[:, None] & fm[None, :]
             g = tl.load(g_ptr + rbase[:, None] + f[None, :], mask=gm, other=0.0).to(ACC)
@@ -113,7 +119,9 @@ def _edge_dot_kernel(rowptr_ptr, col_ptr, arg_ptr, g_ptr, h_ptr, gw_ptr, R, F,
                 a = tl.load(arg_ptr + rbase[:, None] + f[None, :], mask=gm, other=-1)
                 prod = tl.where(a.to(tl.int64)[:, None, :] == k[:, :, None], prod, 0.0)
             dot += prod
+            f0 += BLOCK_F
         tl.store(gw_ptr + k, tl.sum(dot, axis=2).to(gw_ptr.dtype.element_ty), mask=km)
+        j += BLOCK_E
 
 
 @triton.jit
@@ -129,7 +137,9 @@ def _max_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, out_ptr, arg_ptr, R, F, HAS_W
     end = tl.load(rowptr_ptr + r + 1, mask=rm, other=0).to(tl.int64)
     best = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
     arg = tl.full([BLOCK_R, BLOCK_F], -1, dtype=tl.int64)
-    for j in range(0, tl.max(end - start, axis=0)):
+    max_deg = tl.max(end - start, axis=0)
+    j = 0
+    while j < max_deg:  # not range(): see picard_update._segment_sqrt_sum_kernel
         k = start + j
         km = k < end
         c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
@@ -141,6 +151,7 @@ def _max_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, out_ptr, arg_ptr, R, F, HAS_W
         take = take & m2
         best = tl.where(take, v, best)
         arg = tl.where(take, k[:, None], arg)
+        j += 1
     o = r.to(tl.int64)[:, None] * F + f[None, :]
     om = rm[:, None] & fm[None, :]
     tl.store(out_ptr + o, best.to(out_ptr.dtype.element_ty), mask=om)

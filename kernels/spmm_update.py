@@ -58,7 +58,8 @@ def _tanh(p):
 @triton.jit
 def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_ptr, y_ptr,
                        rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha: tl.float64,
-                       slope: tl.float64, p_drop: tl.float64, thr, HAS_W: tl.constexpr,
+                       slope: tl.float64, p_drop: tl.float64, keep_scale: tl.float64,
+                       thr, HAS_W: tl.constexpr,
                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, DROP: tl.constexpr,
                        SAVE_Y: tl.constexpr, HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -76,15 +77,14 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     if ACC == tl.float64:
         a = zero + alpha
         slope_v = zero + slope
-        p_v = zero + p_drop
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
-        p_v = zero + tl.cast(p_drop, ACC)
+        scale = zero + tl.cast(keep_scale, ACC)
     b = 1.0 - a  # derived scalars are formed in ACC, as on CPU
     if DROP:
         rk = _row_key(seed_ptr, r)
-        scale = 1.0 / (1.0 - p_v)
     if HAS_FROZEN:
         if HAS_BATCH:
             sid = tl.load(batch_ptr + r, mask=rm, other=0)
@@ -93,13 +93,15 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         fz = (tl.load(frozen_ptr + sid, mask=rm, other=0) != 0)[:, None]
     r_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
     n_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
-    for f0 in range(0, F, BLOCK_F):
-        f = f0 + tl.arange(0, BLOCK_F)
+    f0 = 0
+    while f0 < F:  # not range(): see picard_update._segment_sqrt_sum_kernel
+        f = tl.multiple_of(f0, BLOCK_F) + tl.arange(0, BLOCK_F)
         fm = f < F
         m2 = rm[:, None] & fm[None, :]
         offs = rbase[:, None] + f[None, :]
         acc3 = tl.zeros([BLOCK_R, BLOCK_E, BLOCK_F], dtype=ACC)
-        for j in range(0, max_deg, BLOCK_E):
+        j = 0
+        while j < max_deg:
             k = start[:, None] + j + tl.arange(0, BLOCK_E)[None, :]  # [R, E]
             km = k < end[:, None]
             c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
@@ -110,6 +112,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
             tile = tl.load(h_ptr + c[:, :, None] * F + f[None, None, :],
                            mask=km[:, :, None] & fm[None, None, :], other=0.0).to(ACC)
             acc3 += tile * w[:, :, None]
+            j += BLOCK_E
         acc = tl.sum(acc3, axis=1)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + f, mask=fm, other=0.0).to(ACC)[None, :]
@@ -134,6 +137,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         if WANT_NORM:
             nn = tl.where(m2, nv, 0.0)
             n_acc += nn * nn
+        f0 += BLOCK_F
     tl.store(rowsq_ptr + r, tl.sum(r_acc, axis=1), mask=rm)
     if WANT_NORM:
         tl.store(rowsq_ptr + N + r, tl.sum(n_acc, axis=1), mask=rm)
@@ -141,7 +145,8 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
 
 @triton.jit
 def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F,
-                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64, thr,
+                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64,
+                            keep_scale: tl.float64, thr,
                             ACT: tl.constexpr,
                             DROP: tl.constexpr, NEED_X: tl.constexpr, HAS_BATCH: tl.constexpr,
                             HAS_FROZEN: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -156,14 +161,13 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     if ACC == tl.float64:  # fp64 float arguments, as in _update_fwd_kernel
         a = zero + alpha
         slope_v = zero + slope
-        p_v = zero + p_drop
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
-        p_v = zero + tl.cast(p_drop, ACC)
+        scale = zero + tl.cast(keep_scale, ACC)
     d = (1.0 - a) * g
     if DROP:
-        scale = 1.0 / (1.0 - p_v)
         d = d * _keep_scale(_row_key(seed_ptr, r)[:, None], f[None, :], thr, scale)
     if ACT == 1:
         y = tl.load(y_ptr + offs, mask=m2, other=0.0).to(ACC)
@@ -186,6 +190,14 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     tl.store(gp_ptr + offs, d.to(gp_ptr.dtype.element_ty), mask=m2)
     if NEED_X:
         tl.store(gx_ptr + offs, gx.to(gx_ptr.dtype.element_ty), mask=m2)
+
+
+def _keep_scale_arg(dropout):
+    """1 / (1 - p), formed in fp64 on the host as the CPU kernel does (graph_isa.cpp), then
+    rounded to the accumulation type in the kernel: for fp32 accumulation no division per
+    element (under triton 3.6 it spilled on sm_80). fp64 still divides in the kernel: a tile of
+    this value spilled there (sm_80, triton 3.9)."""
+    return 1.0 / (1.0 - dropout) if dropout > 0 else 1.0
 
 
 def _threshold(dropout):
@@ -214,7 +226,8 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             bias.contiguous() if bias is not None else h, out, y if save_act else h, rowsq,
             seed if seed is not None else rowptr, batch if batch is not None else rowptr,
             frozen_u8 if frozen is not None else rowptr, n, width, alpha, negative_slope,
-            dropout, thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
+            dropout, _keep_scale_arg(dropout), thr, HAS_W=weight is not None,
+            HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
             BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf, num_warps=num_warps(bf))
@@ -251,7 +264,7 @@ def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_
             g, y, gp, gx if need_x else g, seed if seed is not None else rowptr,
             batch if batch is not None else rowptr,
             frozen.contiguous().view(torch.uint8) if frozen is not None else rowptr, n, width,
-            alpha, negative_slope, dropout, thr, ACT=a, DROP=dropout > 0,
+            alpha, negative_slope, dropout, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
             NEED_X=need_x, HAS_BATCH=batch is not None, HAS_FROZEN=frozen is not None,
             ACC=_tl_acc(g.dtype), BLOCK_R=br, BLOCK_F=bf)
     gh = g.new_empty(0)

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import csv
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
 import pytest
 
+from fastpicard.kernels import aot
 from fastpicard.kernels.aot import global_access_bits
 
 KERNELS = {"_update_flat_kernel", "_update_rows_kernel", "_segment_sqrt_sum_kernel",
            "_control_kernel", "_gather_kernel", "_max_kernel", "_edge_dot_kernel",
-           "_update_fwd_kernel", "_update_bwd_rows_kernel"}
+           "_update_fwd_kernel", "_update_bwd_rows_kernel", "_check_kernel"}
+
+
+def test_every_triton_kernel_is_in_the_aot_set():
+    """A kernel added to kernels/ must be added to KERNELS (and to aot.capture) too."""
+    src = pathlib.Path(aot.__file__).parent
+    found = {name for p in src.glob("*.py")
+             for name in re.findall(r"@triton\.jit\s*\ndef (\w+_kernel)\(", p.read_text())}
+    assert found == KERNELS
 
 
 def test_global_access_bits():

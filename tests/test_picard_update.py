@@ -373,7 +373,10 @@ def test_fallback_when_extension_cannot_load(tmp_path):
 
 
 # ------------------------------------------------------------------ CUDA (lent GPU only)
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def cuda(test):
+    """CUDA only: the `cuda` marker (benchmarks/gpu_check.sh selects `-m cuda`), skipped here."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(),
+                                               reason="needs a CUDA device")(test))
 
 
 @cuda

@@ -16,7 +16,8 @@ from graph_helpers import CASES, make_graph, poisoned_empty, random_edges, trito
 from helpers import DTYPES, assert_close, noncontiguous
 
 ACTS = ["relu", "identity", "tanh", "leaky_relu"]
-ALPHA = 0.375  # exact in float32: the Triton kernels receive scalars as float32
+ALPHA = 0.375  # exact in float32: the kernels take scalars as fp64 and round them to the
+#               accumulation dtype (fp32 for fp32/fp16/bf16 data), so no rounding term here
 SLOPE = 0.125
 
 
