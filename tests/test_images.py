@@ -17,7 +17,8 @@ def write_idx(path, array, magic_dims=None, gz=True):
     dims = array.ndim if magic_dims is None else magic_dims
     data = struct.pack(">HBB", 0, 0x08, dims) + struct.pack(f">{array.ndim}I", *array.shape) + \
         array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:  # closed: Python 3.12 buffers gzip writes
+        f.write(data)
 
 
 def fashion_files(root, n=5, gz=True):
