@@ -1,4 +1,4 @@
-// Small helpers shared by the CPU kernels.
+// Small helpers shared by the ops' argument checks and the CPU kernels.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -101,6 +101,35 @@ at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options)
 // Per-sample ids (int64, one per row) must lie in [0, num_samples). Checked before any output
 // is written, so an error never leaves an in-place update half done.
 void check_batch_ids(const at::Tensor& batch, int64_t num_samples, const char* name);
+
+// ---- argument checks of the ops' validating kernels (csrc/<op>.cpp)
+
+// t must be on ref's device. A meta tensor among real ones is such a mix: the dispatcher
+// would send the call to the meta kernel, which returns uninitialised memory.
+inline void check_device(const char* op, const char* name, const at::Tensor& t,
+                         const char* ref_name, const at::Tensor& ref) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ",
+                    ref_name, " is on ", ref.device());
+}
+
+// A per-sample id vector `batch` [rows] (int64, on ref's device) and its sample count: a
+// batch of R rows holds at most R samples (every per-sample buffer is [num_samples], so an
+// unbounded count is an unbounded allocation); without a batch there is one sample.
+void check_samples(const char* op, const c10::optional<at::Tensor>& batch, int64_t num_samples,
+                   int64_t rows, const char* row, const at::Tensor& ref);
+
+// frozen (optional bool [num_samples] on ref's device).
+void check_frozen(const char* op, const c10::optional<at::Tensor>& frozen, int64_t num_samples,
+                  const at::Tensor& ref);
+
+// Whether t has memory whose addresses can be compared (not a meta, fake or functional
+// tensor, as seen while torch.compile traces).
+bool has_data(const at::Tensor& t);
+
+// `out`, which an op writes, must not share memory with `t`, which it reads (any overlap;
+// with allow_same, t may be out itself: element-wise ops read each element before writing).
+void check_no_overlap(const char* op, const at::Tensor& out, const char* name,
+                      const at::Tensor& t, bool allow_same);
 
 // For backward kernels that are first-order only (their outputs have no graph of their own):
 // a create_graph=True backward would silently drop every second-order term, so refuse it.

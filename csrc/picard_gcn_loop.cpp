@@ -3,14 +3,19 @@
 //   x_{k+1} = alpha * x_k + (1 - alpha) * dropout(act(Â (x_k W) + b))
 //
 // per iteration one at::mm (BLAS / cuBLAS) and one fused spmm_update (aggregation, bias,
-// activation, smoothing, per-sample residual and norm), then PicardLoop::advance (stopping
-// rules, best iterate, divergence rollback; host read every check_every steps). No Python
-// per iteration. Under autograd every step is recorded (backward="unroll").
+// activation, smoothing, per-sample residual and norm; the public op, which checks the graph
+// and options), then PicardLoop::advance (stopping rules, best iterate, divergence rollback;
+// host read every check_every steps). No Python per iteration, but the loop looks for Ctrl-C
+// itself. Under autograd every step is recorded (backward="unroll").
 #include <ATen/ATen.h>
+#include <pybind11/pybind11.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/library.h>
 
+#include <chrono>
 #include <tuple>
 
+#include "common.h"
 #include "picard_loop.h"
 
 namespace fastpicard {
@@ -22,6 +27,24 @@ using GcnResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at:
                              at::Tensor, at::Tensor, int64_t>;
 
 bool needs_grad(const OptTensor& t) { return t.has_value() && t->requires_grad(); }
+
+// Python's SIGINT handler only sets a flag that the interpreter reads between bytecodes; a
+// long C++ loop must look at it itself. At most every 50 ms (a clock read per step
+// otherwise), with the GIL (this op runs with it released). KeyboardInterrupt, or whatever
+// the handler raised, reaches the caller as itself.
+class InterruptCheck {
+ public:
+  void operator()() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_ || !Py_IsInitialized()) return;
+    next_ = now + std::chrono::milliseconds(50);
+    pybind11::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw python_error();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point next_ = std::chrono::steady_clock::now();
+};
 
 GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
                           const OptTensor& weight, const at::Tensor& t_rowptr,
@@ -40,18 +63,24 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
                       const at::Tensor&, double, const OptTensor&, c10::string_view, double, double,
                       const OptTensor&, const OptTensor&, int64_t, const OptTensor&, bool,
                       bool)>();
-  TORCH_CHECK_VALUE(x0.dim() == 2, "picard_gcn_loop: x0 must be [num_nodes, F], got ",
+  TORCH_CHECK_VALUE(x0.dim() == 2 && x0.size(0) == rowptr.size(0) - 1,
+                    "picard_gcn: x0 must be [num_nodes=", rowptr.size(0) - 1, ", F], got ",
                     x0.sizes());
+  check_device("picard_gcn", "weight", lin_weight, "x0", x0);
+  TORCH_CHECK_TYPE(lin_weight.scalar_type() == x0.scalar_type(), "picard_gcn: weight has "
+                   "dtype ", lin_weight.scalar_type(), " but x0 has dtype ", x0.scalar_type());
   TORCH_CHECK_VALUE(lin_weight.dim() == 2 && lin_weight.size(0) == x0.size(1) &&
                         lin_weight.size(1) == x0.size(1),
-                    "picard_gcn_loop: weight must be [F, F] with F=", x0.size(1), ", got ",
+                    "picard_gcn: weight must be [F, F] with F=", x0.size(1), ", got ",
                     lin_weight.sizes());
   PicardLoop loop(x0, alpha, batch, num_samples, /*leading=*/false, tol, rel, max_iter,
                   divergence_factor, check_every, /*reuse_buffers=*/false);
   const bool params_need_grad =
       lin_weight.requires_grad() || needs_grad(bias) || needs_grad(weight);
   at::Tensor x = x0;
+  InterruptCheck check_interrupt;
   while (true) {
+    check_interrupt();
     const at::Tensor h = at::mm(x, lin_weight);
     OptTensor seed;
     if (dropout > 0) {  // the key of this step's mask, from the default generator

@@ -11,6 +11,8 @@
 // the best iterate), so the caller must not hold on to past iterates.
 // Device-generic: every tensor op goes through the dispatcher (CPU kernels here, the Triton
 // picard_update on CUDA); grad mode is honoured, so `backward="unroll"` differentiates it.
+// The loop checks its arguments once and x and fn's output every step, then calls the
+// internal ops (_picard_update, _picard_control_) directly: the rest is its own state.
 #include "picard_loop.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -41,18 +43,21 @@ PicardLoop::PicardLoop(const at::Tensor& x0, double alpha, const c10::optional<a
                        double divergence_factor, int64_t check_every, bool reuse_buffers)
     : alpha_(alpha), batch_(batch), S_(num_samples), leading_(leading), tol_(tol), rel_(rel),
       max_iter_(max_iter), factor_(divergence_factor), check_every_(check_every),
-      reuse_(reuse_buffers), shape_(x0.sizes().vec()), keep_(x0) {
-  TORCH_CHECK_VALUE(alpha >= 0.0 && alpha < 1.0, "PicardLoop: alpha must lie in [0, 1), got ",
-                    alpha);
-  TORCH_CHECK_VALUE(tol > 0.0, "PicardLoop: tol must be > 0, got ", tol);
-  TORCH_CHECK_VALUE(max_iter >= 1, "PicardLoop: max_iter must be >= 1, got ", max_iter);
-  TORCH_CHECK_VALUE(check_every >= 1, "PicardLoop: check_every must be >= 1, got ", check_every);
-  TORCH_CHECK_VALUE(divergence_factor > 1.0, "PicardLoop: divergence_factor must be > 1");
-  TORCH_CHECK_VALUE(num_samples >= 0, "PicardLoop: num_samples must be >= 0");
-  TORCH_CHECK_VALUE(batch.has_value() || num_samples == 1,
-                    "PicardLoop: num_samples != 1 needs a batch vector");
-  TORCH_CHECK_VALUE(!leading || (batch.has_value() && x0.dim() >= 1 && x0.size(0) == num_samples),
-                    "PicardLoop: leading needs one sample per row of x0");
+      reuse_(reuse_buffers), shape_(x0.sizes().vec()), dtype_(x0.scalar_type()),
+      device_(x0.device()), keep_(x0) {
+  const char* op = "PicardLoop";
+  const auto dt = x0.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16 || dt == at::kDouble,
+                   op, ": x0 must be float32/float16/bfloat16/float64, got ", dt);
+  TORCH_CHECK_VALUE(alpha >= 0.0 && alpha < 1.0, op, ": alpha must lie in [0, 1), got ", alpha);
+  TORCH_CHECK_VALUE(tol > 0.0, op, ": tol must be > 0, got ", tol);
+  TORCH_CHECK_VALUE(max_iter >= 1, op, ": max_iter must be >= 1, got ", max_iter);
+  TORCH_CHECK_VALUE(check_every >= 1, op, ": check_every must be >= 1, got ", check_every);
+  TORCH_CHECK_VALUE(divergence_factor > 1.0, op, ": divergence_factor must be > 1");
+  TORCH_CHECK_VALUE(!batch.has_value() || x0.dim() >= 1, op, ": a batch needs x0 with rows");
+  check_samples(op, batch, num_samples, x0.dim() ? x0.size(0) : 1, "row", x0);
+  TORCH_CHECK_VALUE(!leading || (batch.has_value() && x0.size(0) == num_samples),
+                    op, ": leading needs one sample per row of x0");
   const auto sd = x0.options().dtype(stat_dtype(x0.scalar_type()));
   // Few allocations (each costs more than the tiny tensors' arithmetic): views into one bool
   // and one int64 buffer.
@@ -72,11 +77,19 @@ PicardLoop::PicardLoop(const at::Tensor& x0, double alpha, const c10::optional<a
 
 std::tuple<at::Tensor, int64_t, int64_t> PicardLoop::step(const at::Tensor& x,
                                                           const at::Tensor& z) {
+  // x is the caller's iterate, z what fn returned: the update kernels (called directly below,
+  // with buffers of this loop) rely on both matching x0 exactly
+  check_iterate("PicardLoop.step", x);
+  TORCH_CHECK_VALUE(z.sizes() == x.sizes() && z.scalar_type() == x.scalar_type() &&
+                        z.device() == x.device(),
+                    "picard: fn(x) must match x (shape ", x.sizes(), ", dtype ", x.scalar_type(),
+                    ", device ", x.device(), "), got shape ", z.sizes(), ", dtype ",
+                    z.scalar_type(), ", device ", z.device());
   static auto update = c10::Dispatcher::singleton()
-                           .findSchemaOrThrow("fastpicard::picard_update", "")
+                           .findSchemaOrThrow("fastpicard::_picard_update", "")
                            .typed<UpdateFn>();
   static auto update_out = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("fastpicard::picard_update_out", "")
+                               .findSchemaOrThrow("fastpicard::_picard_update_out", "")
                                .typed<UpdateOutFn>();
   const bool recorded = at::GradMode::is_enabled() && (x.requires_grad() || z.requires_grad());
   at::Tensor x_new, res, norm;
@@ -96,7 +109,7 @@ std::tuple<at::Tensor, int64_t, int64_t> PicardLoop::advance(const at::Tensor& x
                                                              const at::Tensor& norm,
                                                              bool recorded) {
   static auto control = c10::Dispatcher::singleton()
-                            .findSchemaOrThrow("fastpicard::picard_control_", "")
+                            .findSchemaOrThrow("fastpicard::_picard_control_", "")
                             .typed<ControlFn>();
   TORCH_CHECK(k_ < max_iter_, "PicardLoop: step ", k_, " beyond max_iter=", max_iter_);
   if (k_ == trace_.size(0)) {  // grow the trace geometrically
@@ -130,6 +143,14 @@ std::tuple<at::Tensor, int64_t, int64_t> PicardLoop::advance(const at::Tensor& x
   return {x_new, n_active_, c[kNumDiverged]};
 }
 
+void PicardLoop::check_iterate(const char* what, const at::Tensor& x) const {
+  TORCH_CHECK_VALUE(x.sizes() == at::IntArrayRef(shape_) && x.scalar_type() == dtype_ &&
+                        x.device() == device_,
+                    what, ": x must match x0 (shape ", at::IntArrayRef(shape_), ", dtype ", dtype_,
+                    ", device ", device_, "), got shape ", x.sizes(), ", dtype ",
+                    x.scalar_type(), ", device ", x.device());
+}
+
 at::Tensor PicardLoop::rows(const at::Tensor& mask) const {
   std::vector<int64_t> shape(shape_.size(), 1);
   if (!batch_.has_value()) return mask.view(shape);
@@ -138,6 +159,7 @@ at::Tensor PicardLoop::rows(const at::Tensor& mask) const {
 }
 
 LoopResult PicardLoop::finish(const at::Tensor& x) const {
+  check_iterate("PicardLoop.finish", x);
   const at::Tensor answer = n_active_ == 0 ? x : at::where(rows(active()), keep_, x);
   auto host = [](const at::Tensor& t) { return t.is_cpu() ? t : t.cpu(); };
   return {answer, host(iters_), host(stats_[kAbs]), host(stats_[kRel]), host(converged_),

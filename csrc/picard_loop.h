@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -21,7 +22,8 @@ class PicardLoop {
              double divergence_factor, int64_t check_every, bool reuse_buffers);
 
   // One step from x_k and z = fn(x_k): picard_update, then advance(). Returns (x_{k+1},
-  // active, diverged): sample counts read on check steps, -1 on the others.
+  // active, diverged): sample counts read on check steps, -1 on the others. x must be shaped
+  // like x0, and z like x (the solver's contract for fn, checked here: every step).
   std::tuple<at::Tensor, int64_t, int64_t> step(const at::Tensor& x, const at::Tensor& z);
 
   // The bookkeeping half of a step, for callers that computed x_new (with per-sample res
@@ -47,8 +49,13 @@ class PicardLoop {
   // host, each copied once; running samples report their best iterate's residuals.
   LoopResult finish(const at::Tensor& x) const;
 
+  // Held by the Python binding around each call: one loop shared by threads stays
+  // consistent (the calls release the GIL).
+  std::mutex& mutex() const { return mutex_; }
+
  private:
   at::Tensor free_buffer(const at::Tensor& x);
+  void check_iterate(const char* what, const at::Tensor& x) const;  // x is shaped like x0
 
   double alpha_;
   c10::optional<at::Tensor> batch_;
@@ -62,10 +69,13 @@ class PicardLoop {
   bool reuse_;  // false when the caller keeps past iterates (Anderson's history)
   std::vector<at::Tensor> pool_;
   std::vector<int64_t> shape_;
+  at::ScalarType dtype_;
+  at::Device device_;
   at::Tensor keep_, flags_, frozen_, converged_, diverged_, improved_, new_div_;
   at::Tensor counts_, iters_, summary_, stats_, trace_;
   int64_t k_ = 0;
   int64_t n_active_ = -1;  // active samples at the last host read (-1: never read)
+  mutable std::mutex mutex_;
 };
 
 }  // namespace fastpicard

@@ -53,11 +53,37 @@ class Graph:
 
     def __init__(self, *, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch=None,
                  num_graphs=1, norm="sum"):
+        """A Graph from raw CSR tensors (the builders below are the usual way). Every
+        structural fact is checked here, once (one host read): index dtypes, devices and
+        lengths, rowptr rising from 0 to the entry count, columns in [0, num_nodes), and the
+        transpose being exactly the transpose of the CSR. (The kernels check index ranges
+        again on every call, so a tensor edited in place later cannot make them read out of
+        bounds.)"""
+        if isinstance(num_nodes, bool) or not isinstance(num_nodes, numbers.Integral) or \
+                num_nodes < 0:
+            raise ValueError(f"Graph: num_nodes must be an int >= 0, got {num_nodes!r}")
+        if norm not in _NORMS:
+            raise ValueError(f"Graph: norm must be one of {_NORMS}, got {norm!r}")
+        num_nodes = int(num_nodes)
+        _check_structure(num_nodes, rowptr, col, t_rowptr, t_col, t_perm)
+        batch, num_graphs = _check_batch(batch, num_graphs, num_nodes, rowptr.device)
+        self._assign(num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch, num_graphs,
+                     norm)
+
+    def _assign(self, num_nodes, rowptr, col, weight, t_rowptr, t_col, t_perm, batch, num_graphs,
+                norm):
         self.num_nodes = num_nodes
         self.rowptr, self.col = rowptr, col
         self.t_rowptr, self.t_col, self.t_perm = t_rowptr, t_col, t_perm
         self.weight = weight
         self.batch, self.num_graphs, self.norm = batch, num_graphs, norm
+
+    @classmethod
+    def _trusted(cls, *args) -> "Graph":
+        """A Graph from tensors this module built (valid by construction): no checks."""
+        graph = cls.__new__(cls)
+        graph._assign(*args)
+        return graph
 
     @property
     def weight(self):
@@ -65,6 +91,14 @@ class Graph:
 
     @weight.setter
     def weight(self, w):
+        if w is not None:
+            e = self.col.shape[0]
+            if not isinstance(w, torch.Tensor) or not w.dtype.is_floating_point:
+                raise TypeError("Graph: weight must be None or a floating-point Tensor, got "
+                                f"{getattr(w, 'dtype', type(w).__name__)}")
+            if w.shape != (e,) or w.device != self.col.device:
+                raise ValueError(f"Graph: weight must have shape [num_edges={e}] on "
+                                 f"{self.col.device}, got {tuple(w.shape)} on {w.device}")
         self._weight = w
         self._t_weight = None if w is None else w.detach()[self.t_perm.long()]
         self._t_version = _version(w)
@@ -160,6 +194,11 @@ class Graph:
         if norm == "gcn":
             deg = torch.zeros(num_nodes, dtype=weight.dtype, device=weight.device)
             deg = deg.scatter_add(0, dst, weight)
+            if e and bool((deg < 0).any()):
+                node = int(torch.nonzero(deg < 0)[0])
+                raise ValueError(f"Graph: norm='gcn' scales by D^-1/2, but node {node} has the "
+                                 f"negative weighted in-degree {float(deg[node]):g} (negative "
+                                 "edge weights); use norm='sum' or non-negative weights")
             dis = deg.pow(-0.5)
             dis = dis.masked_fill(dis == float("inf"), 0.0)
             weight = dis[src] * weight * dis[dst]
@@ -182,21 +221,29 @@ class Graph:
                             f"{getattr(adj, 'layout', type(adj).__name__)}")
         if adj.dim() != 2 or adj.shape[0] != adj.shape[1]:
             raise ValueError(f"Graph: adj must be a square matrix, got shape {tuple(adj.shape)}")
+        n = adj.shape[0]
         if adj.layout == torch.sparse_csr:
             crow, colidx = adj.crow_indices().long(), adj.col_indices().long()
-            rows = torch.repeat_interleave(torch.arange(adj.shape[0], device=crow.device),
-                                           crow.diff())
+            _check_csr(crow, colidx, n, n, "crow_indices", "col_indices")
+            rows = torch.repeat_interleave(torch.arange(n, device=crow.device), crow.diff())
             values = adj.values()
         else:
+            indices = adj._indices()
+            if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n):
+                raise ValueError(f"Graph: adj's indices must lie in [0, {n}), got "
+                                 f"[{int(indices.min())}, {int(indices.max())}]")
             adj = adj.coalesce()
             rows, colidx = adj.indices()
             values = adj.values()
+        if values.shape != colidx.shape:
+            raise ValueError(f"Graph: adj must have one scalar value per entry ({colidx.numel()})"
+                             f", got values of shape {tuple(values.shape)}")
         if not values.dtype.is_floating_point:  # a 0/1 (int or bool) adjacency: unit weights
             if values.dtype.is_complex:
                 raise TypeError(f"Graph: adj must have real values, got {values.dtype}")
             values = values.float()
         edge_index = torch.stack([colidx, rows])
-        return cls.from_edge_index(edge_index, adj.shape[0], edge_weight=values, norm=norm,
+        return cls.from_edge_index(edge_index, n, edge_weight=values, norm=norm,
                                    add_self_loops=add_self_loops, batch=batch,
                                    num_graphs=num_graphs)
 
@@ -246,9 +293,8 @@ class Graph:
         rowptr = _rowptr(rows, n, device)
         t_rowptr = _rowptr(col, n, device)
         idx = torch.int32 if max(n, col.numel()) <= _INT32_MAX else torch.int64
-        return cls(num_nodes=n, rowptr=rowptr.to(idx), col=col.to(idx), weight=weight,
-                   t_rowptr=t_rowptr.to(idx), t_col=t_col.to(idx), t_perm=t_perm.to(idx),
-                   batch=batch, num_graphs=num_graphs, norm=norm)
+        return cls._trusted(n, rowptr.to(idx), col.to(idx), weight, t_rowptr.to(idx),
+                            t_col.to(idx), t_perm.to(idx), batch, num_graphs, norm)
 
     # ------------------------------------------------------------------ utilities
     @property
@@ -264,10 +310,9 @@ class Graph:
         """The same graph with every tensor on ``device``."""
         def mv(t):
             return None if t is None else t.to(device)
-        return Graph(num_nodes=self.num_nodes, rowptr=mv(self.rowptr), col=mv(self.col),
-                     weight=mv(self.weight), t_rowptr=mv(self.t_rowptr), t_col=mv(self.t_col),
-                     t_perm=mv(self.t_perm), batch=mv(self.batch), num_graphs=self.num_graphs,
-                     norm=self.norm)
+        return Graph._trusted(self.num_nodes, mv(self.rowptr), mv(self.col), mv(self.weight),
+                              mv(self.t_rowptr), mv(self.t_col), mv(self.t_perm), mv(self.batch),
+                              self.num_graphs, self.norm)
 
     def adjacency(self) -> torch.Tensor:
         """Â as a ``torch.sparse_csr`` tensor (int64 indices)."""
@@ -332,4 +377,55 @@ def _check_batch(batch, num_graphs, num_nodes, device):
         raise TypeError(f"Graph: num_graphs must be an int, got {type(num_graphs).__name__}")
     elif num_graphs < top:
         raise IndexError(f"Graph: batch contains graph id {top - 1}, but num_graphs={num_graphs}")
+    if num_graphs > num_nodes:
+        raise ValueError(f"Graph: num_graphs={num_graphs} exceeds num_nodes={num_nodes}: a batch "
+                         "of N nodes holds at most N graphs (number the graphs 0..num_graphs-1)")
     return batch, int(num_graphs)
+
+
+def _check_csr(rowptr, col, rows, cols, rowptr_name="rowptr", col_name="col"):
+    """rowptr [rows+1] rises from 0 to the entry count; col entries lie in [0, cols)."""
+    e = col.shape[0]
+    if rowptr.shape != (rows + 1,):
+        raise ValueError(f"Graph: {rowptr_name} must have {rows + 1} entries (rows + 1), got "
+                         f"shape {tuple(rowptr.shape)}")
+    if int(rowptr[0]) != 0 or int(rowptr[-1]) != e:
+        raise ValueError(f"Graph: {rowptr_name} must start at 0 and end at the number of entries "
+                         f"({e}), got {int(rowptr[0])} and {int(rowptr[-1])}")
+    if rows and bool((rowptr.diff() < 0).any()):
+        row = int(torch.nonzero(rowptr.diff() < 0)[0])
+        raise ValueError(f"Graph: {rowptr_name} decreases at row {row}")
+    if e and (int(col.min()) < 0 or int(col.max()) >= cols):
+        bad = int(col.min()) if int(col.min()) < 0 else int(col.max())
+        raise IndexError(f"Graph: {col_name} contains {bad}, outside [0, num_nodes={cols})")
+
+
+def _check_structure(n, rowptr, col, t_rowptr, t_col, t_perm):
+    """The CSR and its transpose, as Graph.__init__ documents."""
+    named = {"rowptr": rowptr, "col": col, "t_rowptr": t_rowptr, "t_col": t_col, "t_perm": t_perm}
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor) or t.dtype not in (torch.int32, torch.int64):
+            raise TypeError(f"Graph: {name} must be an int32 or int64 Tensor, got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
+        if t.dtype != col.dtype or t.device != col.device or t.dim() != 1:
+            raise TypeError(f"Graph: {name} must be 1-D like col (dtype {col.dtype}, device "
+                            f"{col.device}), got dtype {t.dtype}, device {t.device}, shape "
+                            f"{tuple(t.shape)}")
+    e = col.shape[0]
+    for name in ("t_col", "t_perm"):
+        if named[name].shape != (e,):
+            raise ValueError(f"Graph: {name} must have one entry per edge ({e}), got "
+                             f"{tuple(named[name].shape)}")
+    _check_csr(rowptr.long(), col.long(), n, n)
+    _check_csr(t_rowptr.long(), t_col.long(), n, n, "t_rowptr", "t_col")
+    perm = t_perm.long()
+    if e and (int(perm.min()) < 0 or int(perm.max()) >= e or
+              not bool((torch.bincount(perm, minlength=e) == 1).all())):
+        raise ValueError(f"Graph: t_perm must be a permutation of the {e} edges")
+    # entry k of the transpose is CSR entry t_perm[k]: the same edge, rows and columns swapped
+    rows = torch.repeat_interleave(torch.arange(n, device=col.device), rowptr.long().diff())
+    t_rows = torch.repeat_interleave(torch.arange(n, device=col.device), t_rowptr.long().diff())
+    if not (torch.equal(t_col.long(), rows[perm]) and torch.equal(t_rows, col.long()[perm])):
+        raise ValueError("Graph: (t_rowptr, t_col, t_perm) is not the transpose of "
+                         "(rowptr, col): entry k of the transpose must be CSR entry t_perm[k] "
+                         "with its row and column swapped")

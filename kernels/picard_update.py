@@ -13,42 +13,85 @@ import triton
 import triton.language as tl
 
 _FLAT_BLOCK = 4096
-_ROW_ELEMS = 4096  # elements per program in the batched kernel
+# Batched kernel: elements per program and warps. 4096 elements on 4 warps spilled registers
+# (fp64, or with frozen + norm); 2048 on 8 warps needs <= 128 (python -m fastpicard.kernels.aot).
+_ROW_ELEMS = 2048
+_ROW_WARPS = 8
 _SEG_BLOCK = 256
 
 
 @triton.jit
-def _update_flat_kernel(x_ptr, z_ptr, out_ptr, part_ptr, n, n_prog, alpha, beta, frozen_ptr,
-                        HAS_FROZEN: tl.constexpr, WANT_NORM: tl.constexpr, ACC: tl.constexpr,
-                        BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n
-    x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
-    z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
-    new = alpha * x + beta * z
+def _flat_block(x_ptr, z_ptr, out_ptr, offs, n, a, b, frozen_ptr, HAS_FROZEN: tl.constexpr,
+                ACC: tl.constexpr, MASKED: tl.constexpr):
+    """One block of the flat update: (sum of (x_new - x)^2, sum of x_new^2)."""
+    if MASKED:
+        m = offs < n
+        x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
+        z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
+    else:
+        x = tl.load(x_ptr + offs).to(ACC)
+        z = tl.load(z_ptr + offs).to(ACC)
+    new = a * x + b * z
     if HAS_FROZEN:
         fz = tl.load(frozen_ptr) != 0
         new = tl.where(fz, x, new)
-    tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
+    if MASKED:
+        tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
+    else:
+        tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty))
     d = new - x
-    tl.store(part_ptr + pid, tl.sum(d * d, axis=0))
-    if WANT_NORM:
-        tl.store(part_ptr + n_prog + pid, tl.sum(new * new, axis=0))
+    return tl.sum(d * d, axis=0), tl.sum(new * new, axis=0)
 
 
 @triton.jit
-def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha, beta, batch_ptr,
+def _update_flat_kernel(x_ptr, z_ptr, out_ptr, part_ptr, n, n_prog, alpha: tl.float64,
+                        beta: tl.float64, frozen_ptr, HAS_FROZEN: tl.constexpr,
+                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * BLOCK
+    offs = start + tl.arange(0, BLOCK)
+    # Float arguments are declared fp64 (Triton passes a Python float as fp32, which would
+    # round alpha for fp64 data) and converted once; `zero + alpha` keeps the interpreter exact.
+    zero = tl.zeros([BLOCK], dtype=ACC)
+    if ACC == tl.float64:
+        a = zero + alpha
+        b = zero + beta
+    else:
+        a = zero + tl.cast(alpha, ACC)
+        b = zero + tl.cast(beta, ACC)
+    # Full blocks go without a mask: `offs < n` hides the alignment of the block from Triton
+    # unless n % 16 == 0, and every access of the block would then be scalar.
+    if start + BLOCK <= n:
+        sq, nsq = _flat_block(x_ptr, z_ptr, out_ptr, offs, n, a, b, frozen_ptr, HAS_FROZEN, ACC,
+                              False)
+    else:
+        sq, nsq = _flat_block(x_ptr, z_ptr, out_ptr, offs, n, a, b, frozen_ptr, HAS_FROZEN, ACC,
+                              True)
+    tl.store(part_ptr + pid, sq)
+    if WANT_NORM:
+        tl.store(part_ptr + n_prog + pid, nsq)
+
+
+@triton.jit
+def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl.float64,
+                        beta: tl.float64, batch_ptr,
                         frozen_ptr, num_samples, HAS_FROZEN: tl.constexpr,
                         WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                         BLOCK_D: tl.constexpr):
     pid = tl.program_id(0)
     r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rm = r < rows
+    zero = tl.zeros([BLOCK_R, BLOCK_D], dtype=ACC)
+    if ACC == tl.float64:  # fp64 float arguments, as in _update_flat_kernel
+        a = zero + alpha
+        b = zero + beta
+    else:
+        a = zero + tl.cast(alpha, ACC)
+        b = zero + tl.cast(beta, ACC)
     if HAS_FROZEN:
-        b = tl.load(batch_ptr + r, mask=rm, other=0)
-        ok = rm & (b >= 0) & (b < num_samples)  # bad ids are reported by the caller's assert
-        fz = tl.load(frozen_ptr + b, mask=ok, other=0) != 0
+        sid = tl.load(batch_ptr + r, mask=rm, other=0)
+        ok = rm & (sid >= 0) & (sid < num_samples)  # bad ids: reported by the caller's assert
+        fz = tl.load(frozen_ptr + sid, mask=ok, other=0) != 0
     acc_r = tl.zeros([BLOCK_R], dtype=ACC)
     acc_n = tl.zeros([BLOCK_R], dtype=ACC)
     for d0 in range(0, width, BLOCK_D):
@@ -57,7 +100,7 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha, be
         offs = r[:, None] * width + c[None, :]
         x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
         z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
-        new = alpha * x + beta * z
+        new = a * x + b * z
         if HAS_FROZEN:
             new = tl.where(fz[:, None], x, new)
         tl.store(out_ptr + offs, new.to(out_ptr.dtype.element_ty), mask=m)
@@ -127,7 +170,7 @@ def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out
         _update_rows_kernel[(triton.cdiv(rows, block_r),)](
             x, z, out, rowsq, rows, width, alpha, beta, batch, frozen_u8, num_samples,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc,
-            BLOCK_R=block_r, BLOCK_D=block_d)
+            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=_ROW_WARPS)
     res = torch.empty(num_samples, dtype=acc_dtype, device=x.device)
     norm = torch.empty(norm_len, dtype=acc_dtype, device=x.device)
     if num_samples:

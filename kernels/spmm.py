@@ -30,6 +30,13 @@ def block_f(width: int) -> int:
     return min(triton.next_power_of_2(max(width, 1)), 64)
 
 
+def num_warps(block_f: int) -> int:
+    """Warps of the gather kernels: 8 for full 64-wide feature blocks (on 4 warps, fp64 and
+    spmm_update with every option on spilled registers on sm_80: python -m
+    fastpicard.kernels.aot), else 4."""
+    return 8 if block_f >= 64 else 4
+
+
 def row_blocks(rows: int, nnz: int):
     """(BLOCK_R, BLOCK_E) for a CSR: BLOCK_E near the average degree, BLOCK_R fills the tile."""
     avg = nnz / max(rows, 1)
@@ -151,7 +158,7 @@ def gather(rowptr, col, weight, perm, src, out, arg=None, mean=False):
         rowptr, col, weight if weight is not None else src, perm if perm is not None else col,
         arg if arg is not None else col, src, out, rows, width,
         HAS_W=weight is not None, HAS_PERM=perm is not None, MASKED=arg is not None, MEAN=mean,
-        ACC=_tl_acc(out.dtype), BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf)
+        ACC=_tl_acc(out.dtype), BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf, num_warps=num_warps(bf))
     return out
 
 

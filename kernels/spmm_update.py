@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .picard_update import _segment_sqrt_sum_kernel, segments
-from .spmm import _tl_acc, acc_dtype, block_f, edge_dot, gather, row_blocks, transposed_weights
+from .spmm import (_tl_acc, acc_dtype, block_f, edge_dot, gather, num_warps, row_blocks,
+                   transposed_weights)
 
 ACTS = {"identity": 0, "relu": 1, "leaky_relu": 2, "tanh": 3}
 _SEG_BLOCK = 256
@@ -56,10 +57,10 @@ def _tanh(p):
 
 @triton.jit
 def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_ptr, y_ptr,
-                       rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha, slope, p_drop,
-                       thr, HAS_W: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       ACT: tl.constexpr, DROP: tl.constexpr, SAVE_Y: tl.constexpr,
-                       HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
+                       rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha: tl.float64,
+                       slope: tl.float64, p_drop: tl.float64, thr, HAS_W: tl.constexpr,
+                       HAS_BIAS: tl.constexpr, ACT: tl.constexpr, DROP: tl.constexpr,
+                       SAVE_Y: tl.constexpr, HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
                        WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                        BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr):
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -69,11 +70,21 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     max_deg = tl.max(end - start, axis=0)
     rbase = r.to(tl.int64) * F
     zero = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
-    a = zero + alpha  # scalars arrive as fp32; derived ones are formed in ACC, as on CPU
-    b = 1.0 - a
+    # Float arguments are declared fp64 (Triton passes a Python float as fp32, which would
+    # round them for fp64 data) and converted once; `zero + alpha` keeps the interpreter exact
+    # (a jit helper would not: the interpreter rounds float arguments of nested calls).
+    if ACC == tl.float64:
+        a = zero + alpha
+        slope_v = zero + slope
+        p_v = zero + p_drop
+    else:
+        a = zero + tl.cast(alpha, ACC)
+        slope_v = zero + tl.cast(slope, ACC)
+        p_v = zero + tl.cast(p_drop, ACC)
+    b = 1.0 - a  # derived scalars are formed in ACC, as on CPU
     if DROP:
         rk = _row_key(seed_ptr, r)
-        scale = 1.0 / (1.0 - (zero + p_drop))
+        scale = 1.0 / (1.0 - p_v)
     if HAS_FROZEN:
         if HAS_BATCH:
             sid = tl.load(batch_ptr + r, mask=rm, other=0)
@@ -105,7 +116,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         if ACT == 1:
             acc = tl.where(acc < 0.0, 0.0, acc)
         elif ACT == 2:
-            acc = tl.where(acc < 0.0, acc * slope, acc)
+            acc = tl.where(acc < 0.0, acc * slope_v, acc)
         elif ACT == 3:
             acc = _tanh(acc)
         if SAVE_Y:
@@ -130,7 +141,8 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
 
 @triton.jit
 def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F,
-                            alpha, slope, p_drop, thr, ACT: tl.constexpr,
+                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64, thr,
+                            ACT: tl.constexpr,
                             DROP: tl.constexpr, NEED_X: tl.constexpr, HAS_BATCH: tl.constexpr,
                             HAS_FROZEN: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                             BLOCK_F: tl.constexpr):
@@ -140,17 +152,25 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     m2 = rm[:, None] & (f < F)[None, :]
     offs = r.to(tl.int64)[:, None] * F + f[None, :]
     g = tl.load(g_ptr + offs, mask=m2, other=0.0).to(ACC)
-    a = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC) + alpha
+    zero = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
+    if ACC == tl.float64:  # fp64 float arguments, as in _update_fwd_kernel
+        a = zero + alpha
+        slope_v = zero + slope
+        p_v = zero + p_drop
+    else:
+        a = zero + tl.cast(alpha, ACC)
+        slope_v = zero + tl.cast(slope, ACC)
+        p_v = zero + tl.cast(p_drop, ACC)
     d = (1.0 - a) * g
     if DROP:
-        scale = 1.0 / (1.0 - (tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC) + p_drop))
+        scale = 1.0 / (1.0 - p_v)
         d = d * _keep_scale(_row_key(seed_ptr, r)[:, None], f[None, :], thr, scale)
     if ACT == 1:
         y = tl.load(y_ptr + offs, mask=m2, other=0.0).to(ACC)
         d = tl.where(y <= 0.0, 0.0, d)
     elif ACT == 2:
         y = tl.load(y_ptr + offs, mask=m2, other=0.0).to(ACC)
-        d = tl.where(y > 0.0, d, d * slope)
+        d = tl.where(y > 0.0, d, d * slope_v)
     elif ACT == 3:
         y = tl.load(y_ptr + offs, mask=m2, other=0.0).to(ACC)
         d = d * (1.0 - y * y)
@@ -187,6 +207,8 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
     frozen_u8 = frozen.contiguous().view(torch.uint8) if frozen is not None else None
     if n:
         br, be = row_blocks(n, col.numel())
+        # fp64 with every option on spilled on sm_80 with 64 features a block, on 4 or 8 warps
+        bf = min(block_f(width), 32) if h.dtype == torch.float64 else block_f(width)
         _update_fwd_kernel[(triton.cdiv(n, br),)](
             rowptr, col, weight if weight is not None else h, h, x,
             bias.contiguous() if bias is not None else h, out, y if save_act else h, rowsq,
@@ -195,7 +217,7 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             dropout, thr, HAS_W=weight is not None, HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
-            BLOCK_R=br, BLOCK_E=be, BLOCK_F=block_f(width))
+            BLOCK_R=br, BLOCK_E=be, BLOCK_F=bf, num_warps=num_warps(bf))
     if batch is None:
         res = rowsq[:n].sum().sqrt().reshape(1)
         norm = rowsq[n:].sum().sqrt().reshape(1) if return_norm else rowsq.new_empty(0)

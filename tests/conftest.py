@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 import torch
@@ -14,3 +15,26 @@ import pytest  # noqa: E402
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def triton_cpu():
+    """The Triton kernels as the ops' CPU kernels for the whole test (forward and backward):
+    CPU tensors take the CUDA path through Triton's interpreter."""
+    from fastpicard.ops import _backend
+    with _backend.triton_cpu_kernels():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _triton_backend_param(request):
+    """A test parametrized with backend="triton" runs inside the switch of ``triton_cpu``
+    (without a GPU, where its tensors are CPU tensors)."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if params.get("backend") == "triton" and not torch.cuda.is_available():
+        from fastpicard.ops import _backend
+        context = _backend.triton_cpu_kernels()
+    else:
+        context = contextlib.nullcontext()
+    with context:
+        yield

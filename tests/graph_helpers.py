@@ -11,11 +11,15 @@ from fastpicard.ops import _backend
 
 
 def triton_on_cpu():
-    """Marker for tests that run the Triton kernels on CPU tensors (TRITON_INTERPRET=1, set by
-    conftest when there is no GPU); the CUDA path is tested in test_graph_cuda.py."""
-    return pytest.mark.skipif(
+    """Decorator of tests that run the Triton kernels on CPU tensors (TRITON_INTERPRET=1, set
+    by conftest when there is no GPU): inside them the Triton kernels are the ops' CPU kernels
+    (``backend="cpp"`` is refused there; compare with the reference). The CUDA path is tested
+    in test_graph_cuda.py."""
+    skip = pytest.mark.skipif(
         not (_backend.triton_available() and _backend.triton_interpreting()),
         reason="Triton interpreter (TRITON_INTERPRET=1) not active")
+    use = pytest.mark.usefixtures("triton_cpu")
+    return lambda test: skip(use(test))
 
 
 def random_edges(n: int, e: int, *, gen: torch.Generator, self_loops=True, duplicates=True,

@@ -31,6 +31,15 @@ def backends(device="cpu"):
     return out
 
 
+def on_backend(backend: str):
+    """The context a backend runs in on CPU tensors: the Triton kernels need the interpreter
+    switch around forward and backward (see conftest's ``triton_cpu``)."""
+    import contextlib
+    if backend == "triton" and not torch.cuda.is_available():
+        return _backend.triton_cpu_kernels()
+    return contextlib.nullcontext()
+
+
 def needs_triton():
     return pytest.mark.skipif(
         not (_backend.triton_available() and (torch.cuda.is_available()
@@ -72,3 +81,18 @@ def adam_losses(model, loss_fn, steps, lr=3e-3, after_backward=None):
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def run_isolated(code: str, *, timeout: float = 300, env: dict | None = None):
+    """Runs ``code`` in a fresh Python process, so that a crash (a segfault is exit code -11)
+    fails the calling test instead of the whole run. Returns the CompletedProcess; faulthandler
+    prints the Python stack of a crash into its stderr."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(code)],
+                          env=full_env, capture_output=True, text=True, timeout=timeout,
+                          cwd=os.path.dirname(os.path.abspath(__file__)))

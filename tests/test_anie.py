@@ -164,3 +164,91 @@ def test_galerkin_attention_many_tokens_in_half_precision():
     out = att.half()(x.half())
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+
+
+def authors_transcription(m, x0, t, n, alpha):
+    """The authors' ANIE written from its equations with plain torch ops on m's weights:
+    A = proj ∘ (post-norm blocks: z = LN(x + Attn(x)), x = LN(z + W2 relu(W1 z))) ∘ lift with
+    Galerkin attention Q (Kᵀ V)/L and no K/V norm; T(y) = y + A(y); y_0 = f,
+    y_{k+1} = α y_k + (1-α)(f + T(y_k)); answer f + T(y_n)."""
+    b, c = x0.shape
+    f = x0.unsqueeze(1).expand(b, t.numel(), c)
+
+    def lin(x, layer):
+        return x @ layer.weight.T + layer.bias
+
+    def A(y):
+        x = lin(torch.cat([y, t.view(1, -1, 1).expand(b, -1, 1)], -1), m.lift)
+        for blk in m.blocks:
+            heads, L, d = blk.attn.heads, x.shape[1], x.shape[2]
+            q, k, v = lin(x, blk.attn.qkv).split(d, -1)
+            hd = d // heads
+            att = torch.cat([q[..., h * hd:(h + 1) * hd] @ (
+                k[..., h * hd:(h + 1) * hd].transpose(1, 2) @ v[..., h * hd:(h + 1) * hd]) / L
+                for h in range(heads)], -1)
+            z = F.layer_norm(x + lin(att, blk.attn.proj), (d,), blk.norm1.weight, blk.norm1.bias)
+            ff = lin(torch.relu(lin(z, blk.mlp[0])), blk.mlp[3])
+            x = F.layer_norm(z + ff, (d,), blk.norm2.weight, blk.norm2.bias)
+        return lin(x, m.proj)
+
+    def T(y):
+        return y + A(y)
+
+    y = f
+    for _ in range(n):
+        y = alpha * y + (1 - alpha) * (f + T(y))
+    return f + T(y)
+
+
+@pytest.mark.parametrize("heads,depth,n", [(1, 1, 1), (2, 2, 3), (4, 1, 4)])
+def test_authors_formulation_matches_its_equations(heads, depth, n):
+    torch.manual_seed(0)
+    m = ANIE(2, width=8, heads=heads, depth=depth, alpha=0.3, max_iter=n,
+             formulation="authors").double()
+    with torch.no_grad():  # non-trivial norms so a missing or misplaced norm shows
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    for blk in m.blocks:  # no K/V layer norm, ReLU feed-forward, post-norm wiring
+        assert not hasattr(blk.attn, "k_weight") and isinstance(blk.mlp[1], torch.nn.ReLU)
+        assert blk.wiring == "post"
+    x0 = torch.randn(3, 2, dtype=F64)
+    t = torch.linspace(0.1, 1, 5, dtype=F64)
+    y = m(x0, t)
+    ref = authors_transcription(m, x0, t, n, 0.3)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    # gradients flow through every iteration (unrolled), equal to the transcription's
+    params = list(m.parameters())
+    g = torch.autograd.grad(y.square().sum(), params)
+    g_ref = torch.autograd.grad(authors_transcription(m, x0, t, n, 0.3).square().sum(), params)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_authors_formulation_on_fields_answers_f_plus_T():
+    torch.manual_seed(0)
+    m = ANIE(1, width=8, heads=2, depth=1, patch_size=2, max_iter=2, alpha=0.5,
+             formulation="authors").double()
+    x0 = torch.randn(2, 1, 4, 6, dtype=F64)
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    f = x0.unsqueeze(1).expand(2, 3, 1, 4, 6)
+    y = f
+    for _ in range(2):
+        y = 0.5 * y + 0.5 * (f + m.operator(y, t))
+    torch.testing.assert_close(m(x0, t), f + m.operator(y, t), rtol=1e-12, atol=1e-12)
+    # T carries the residual: T(y) - y is the transformer's output alone
+    fp = ANIE(1, width=8, heads=2, depth=1, patch_size=2, formulation="fastpicard").double()
+    assert isinstance(fp.norm, torch.nn.LayerNorm) and hasattr(fp.blocks[0].attn, "k_weight")
+    with pytest.raises(ValueError, match="formulation"):
+        ANIE(1, formulation="paper")
+
+
+def test_clear_errors_for_empty_batch_and_integer_input():
+    m = ANIE(2, width=8, heads=2)
+    t = torch.linspace(0, 1, 3)
+    with pytest.raises(ValueError, match="x_init has an empty batch"):
+        m(torch.zeros(0, 2), t)
+    with pytest.raises(TypeError, match="x_init must be a floating-point tensor"):
+        m(torch.ones(2, 2, dtype=torch.int64), t)
+    with pytest.raises(TypeError, match="t_grid must hold real times"):
+        m(torch.ones(2, 2), torch.ones(3, dtype=torch.complex64))
+    assert m(torch.ones(2, 2), torch.arange(3)).shape == (2, 3, 2)  # integer times are fine

@@ -28,6 +28,10 @@ def shared_planetoid() -> Path | None:
     return next((c for c in cands if (c / "PubMed/raw/ind.pubmed.graph").is_file()), None)
 
 
+PUBMED_MISSING = ("PubMed's raw files not found: set FASTPICARD_DATA to a folder holding "
+                  "planetoid/PubMed/raw/ind.pubmed.*")
+
+
 def check_counts(d: GraphData, name: str):
     n, e, f, c, tr, va, te = STANDARD[name]
     assert (d.num_nodes, d.num_edges, d.num_features, d.num_classes) == (n, e, f, c)
@@ -70,7 +74,7 @@ def test_citeseer_isolated_test_nodes():
 def test_pubmed_from_shared_data():
     root = shared_planetoid()
     if root is None:
-        pytest.skip("shared Planetoid data (../shared/data/planetoid) not found")
+        pytest.skip(PUBMED_MISSING)
     check_counts(planetoid("PubMed", root=root), "PubMed")
     check_counts(planetoid("pubmed", root=root / "PubMed" / "raw"), "PubMed")
 
@@ -84,7 +88,7 @@ def test_matches_pyg_reader(name):
     if name == "PubMed":
         root = shared_planetoid()
         if root is None:
-            pytest.skip("shared Planetoid data not found")
+            pytest.skip(PUBMED_MISSING)
         raw = root / "PubMed" / "raw"
     else:
         raw = _DATA_DIR / name
@@ -185,3 +189,113 @@ def test_dropin_noise():
         dropin_noise(torch.ones(2, 2, dtype=torch.long), 0.1)
     with pytest.raises(TypeError, match="seed"):
         dropin_noise(x, 0.1, seed=1.5)
+
+
+# ------------------------------------------------------------------ crafted and corrupt files
+def _cora_copy(tmp_path) -> Path:
+    from fastpicard.datasets.planetoid import _DATA_DIR
+    root = tmp_path / "cora"
+    shutil.copytree(_DATA_DIR / "Cora", root)
+    return root
+
+
+def test_crafted_object_array_is_refused(tmp_path):
+    """numpy.ndarray + numpy.dtype('O') over raw file bytes made an object array of wild
+    pointers: a segfault while converting it. Run apart, so a crash fails only this test."""
+    from helpers import run_isolated
+    root = _cora_copy(tmp_path)
+    (root / "ind.cora.x").write_bytes(
+        b"\x80\x03cnumpy\nndarray\n(K\x01\x85cnumpy\ndtype\nX\x01\x00\x00\x00O\x89\x88\x87RC"
+        b"\x08AAAAAAAAtR.")
+    r = run_isolated(f"""
+        import pickle
+        from fastpicard.datasets import planetoid
+        try:
+            planetoid("Cora", root={str(root)!r})
+        except (ValueError, pickle.UnpicklingError) as e:
+            print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "refused:" in r.stdout and "ind.cora.x" in r.stdout
+
+
+class _FakeCSR:
+    """Pickles like scipy's csr_matrix (the class, then its __dict__)."""
+
+
+_FakeCSR.__module__, _FakeCSR.__qualname__ = "scipy.sparse.csr", "csr_matrix"
+
+
+def _write_csr(monkeypatch, path, shape, indptr, indices, data):
+    import sys
+    import types
+
+    import numpy as np
+    mod = types.ModuleType("scipy.sparse.csr")
+    mod.csr_matrix = _FakeCSR
+    monkeypatch.setitem(sys.modules, "scipy.sparse.csr", mod)
+    m = _FakeCSR()
+    m.__dict__.update(_shape=shape, indptr=np.asarray(indptr, dtype=np.int32),
+                      indices=np.asarray(indices, dtype=np.int32),
+                      data=np.asarray(data, dtype=np.float32), format="csr")
+    path.write_bytes(pickle.dumps(m, protocol=2))  # as Python 2 wrote them
+
+
+def _corrupt(kind, root, monkeypatch):
+    """Writes one structural defect into a copy of Cora; returns the file it is in."""
+    import numpy as np
+    if kind == "negative_neighbour":
+        with open(root / "ind.cora.graph", "rb") as f:
+            graph = pickle.load(f, encoding="latin1")
+        graph[5] = list(graph[5]) + [-1]
+        (root / "ind.cora.graph").write_bytes(pickle.dumps(graph, protocol=2))
+        return "ind.cora.graph"
+    if kind == "negative_test_index":
+        p = root / "ind.cora.test.index"
+        ids = p.read_text().split()
+        ids[3] = "-5"
+        p.write_text("\n".join(ids))
+        return "ind.cora.test.index"
+    if kind == "truncated":
+        p = root / "ind.cora.allx"
+        p.write_bytes(p.read_bytes()[:5000])
+        return "ind.cora.allx"
+    # feature files: x is 140 x 1433
+    shape, rows = (140, 1433), np.arange(140)
+    indptr, indices, data = np.arange(141), rows % 1433, np.ones(140)
+    if kind == "negative_column":
+        indices = indices.copy()
+        indices[7] = -3
+    elif kind == "indptr_end":
+        indptr = indptr.copy()
+        indptr[-1] = 139
+    elif kind == "indptr_decreasing":
+        indptr = indptr.copy()
+        indptr[50] = 60
+    elif kind == "huge_shape":
+        shape = (140, 2 ** 34)
+    else:
+        raise AssertionError(kind)
+    _write_csr(monkeypatch, root / "ind.cora.x", shape, indptr, indices, data)
+    return "ind.cora.x"
+
+
+CORRUPTIONS = ["negative_neighbour", "negative_test_index", "truncated", "negative_column",
+               "indptr_end", "indptr_decreasing", "huge_shape"]
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_corrupt_files_are_refused_naming_the_file(kind, tmp_path, monkeypatch):
+    root = _cora_copy(tmp_path)
+    name = _corrupt(kind, root, monkeypatch)
+    with pytest.raises(ValueError, match=name.replace(".", r"\.")):
+        planetoid("Cora", root=root)
+
+
+def test_well_formed_feature_file_written_here_loads(tmp_path, monkeypatch):
+    """The corruption helper writes files the reader accepts when nothing is wrong."""
+    import numpy as np
+    root = _cora_copy(tmp_path)
+    _write_csr(monkeypatch, root / "ind.cora.x", (140, 1433), np.arange(141),
+               np.arange(140) % 1433, np.ones(140))
+    check_counts(planetoid("Cora", root=root), "Cora")  # x only fixes the training count

@@ -267,3 +267,59 @@ def test_empty_and_isolated_graphs():
     assert g.num_edges == 0 and torch.equal(g.rowptr, torch.zeros(5, dtype=torch.int32))
     h = torch.randn(4, 3)
     assert torch.equal(spmm(g, h), torch.zeros(4, 3))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_malformed_sparse_csr_is_refused_clearly():
+    """A CSR with decreasing crow_indices failed inside torch ("repeats can not be
+    negative"); out-of-range columns and short crow_indices likewise."""
+    v = torch.ones(3)
+    for crow, col, match in (([0, 2, 1, 3], [0, 1, 2], "crow_indices"),
+                             ([0, 1, 2, 4], [0, 1, 2], "crow_indices"),
+                             ([0, 1, 2], [0, 1, 2], "crow_indices"),
+                             ([0, 1, 2, 3], [0, 1, 5], "col_indices"),
+                             ([0, 1, 2, 3], [0, -1, 2], "col_indices")):
+        adj = torch.sparse_csr_tensor(torch.tensor(crow), torch.tensor(col), v, (3, 3),
+                                      check_invariants=False)
+        with pytest.raises((ValueError, IndexError), match=match):
+            Graph.from_sparse(adj)
+
+
+def test_gcn_norm_refuses_negative_degrees():
+    """Negative edge weights with norm='gcn' gave NaN (or silently wrong) weights: D^-1/2 of a
+    negative weighted degree is not real."""
+    ei = torch.tensor([[0, 1, 2], [1, 0, 1]])
+    with pytest.raises(ValueError, match="negative"):
+        Graph.from_edge_index(ei, 3, edge_weight=torch.tensor([-3.0, 0.5, 1.0]), norm="gcn")
+    g = Graph.from_edge_index(ei, 3, edge_weight=torch.tensor([-0.5, 0.5, 1.0]), norm="sum")
+    assert g.weight.min() < 0  # plain sums may carry signed weights
+
+
+BAD_CSR = {  # name -> (override of a valid 3-node graph's tensors, what the error names)
+    "col_out_of_range": (dict(col=[1, 2, 3]), "col"),
+    "col_negative": (dict(col=[1, -1, 0]), "col"),
+    "rowptr_decreasing": (dict(rowptr=[0, 2, 1, 3]), "rowptr"),
+    "rowptr_end": (dict(rowptr=[0, 1, 2, 2]), "rowptr"),
+    "rowptr_length": (dict(rowptr=[0, 1, 3]), "rowptr"),
+    "t_perm_out_of_range": (dict(t_perm=[0, 1, 7]), "t_perm"),
+    "t_perm_repeated": (dict(t_perm=[0, 0, 2]), "t_perm"),
+    "t_col_not_transpose": (dict(t_col=[2, 0, 1]), "t_col"),
+    "index_dtypes": (dict(col=torch.tensor([1, 2, 0], dtype=torch.int32)), "dtype"),
+    "weight_length": (dict(weight=torch.ones(2)), "weight"),
+    "batch_out_of_range": (dict(batch=[0, 0, 3], num_graphs=2), "batch"),
+    "too_many_graphs": (dict(batch=[0, 0, 1], num_graphs=4), "num_graphs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CSR))
+def test_graph_from_raw_csr_is_validated(case):
+    """Graph(...) with hand-made CSR used to be trusted; every structural fact is checked."""
+    # 0 -> 1, 1 -> 2, 2 -> 0 as CSR rows (targets): row 0 lists source 2, row 1 source 0, ...
+    good = dict(num_nodes=3, rowptr=[0, 1, 2, 3], col=[2, 0, 1], weight=None,
+                t_rowptr=[0, 1, 2, 3], t_col=[1, 2, 0], t_perm=[1, 2, 0])
+    Graph(**{k: torch.tensor(v) if isinstance(v, list) else v for k, v in good.items()})
+    override, what = BAD_CSR[case]
+    kw = dict(good, **override)
+    kw = {k: torch.tensor(v) if isinstance(v, list) else v for k, v in kw.items()}
+    with pytest.raises((ValueError, IndexError, TypeError), match=what):
+        Graph(**kw)

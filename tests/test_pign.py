@@ -112,16 +112,15 @@ def test_fused_dropout_and_graph_cache():
     assert torch.equal(a, fused(x, ei))  # reproducible under torch.manual_seed
     assert not torch.equal(a, fused(x, ei))  # fresh masks on the next call
     assert not torch.allclose(a, fused.eval()(x, ei))
-    g = fused._graph_cache[2]
+    g = fused._graph_cache[1]
     fused(x, ei)
-    assert fused._graph_cache[2] is g  # same edge_index: Graph reused
+    assert fused._graph_cache[1] is g  # same edge_index: Graph reused
     ei2 = ei.clone()
     fused(x, ei2)
-    assert fused._graph_cache[2] is not g  # another tensor: rebuilt
+    assert fused._graph_cache[1] is g  # another tensor, the same values: reused
     ei2[0, 0] = (ei2[0, 0] + 1) % 40
-    g2 = fused._graph_cache[2]
     fused(x, ei2)
-    assert fused._graph_cache[2] is not g2  # modified in place: rebuilt
+    assert fused._graph_cache[1] is not g  # other values: rebuilt
     graph = fastpicard.Graph.from_edge_index(ei, 40, norm="gcn")
     torch.testing.assert_close(fused(x, graph), fused(x, ei), rtol=0, atol=0)
     losses = train_losses(fused, x, ei, y, steps=60)  # trains with in-kernel dropout
@@ -155,7 +154,7 @@ def test_fused_float64_matches_pyg_path_closely():
     fused, plain = _fused_pair(dropout=0.0)
     fused, plain, x = fused.double().eval(), plain.double().eval(), x.double()
     torch.testing.assert_close(fused(x, ei), plain(x, ei), rtol=1e-12, atol=1e-12)
-    assert fused._graph_cache[2].weight.dtype == torch.float64
+    assert fused._graph_cache[1].weight.dtype == torch.float64
 
 
 def test_inference_mode_edge_index():
@@ -343,3 +342,28 @@ def test_bad_arguments():
     x, ei, _ = toy_graph()
     with pytest.raises(ValueError, match="keep the width"):
         PIGN(6, 8, 2, conv=Widen())(x, ei)
+
+
+@pytest.mark.parametrize("how", ["data", "numpy", "inference"])
+def test_edge_index_edited_behind_autograd_is_seen(how):
+    """The Graph cache trusted tensor identity and version: edits through .data or numpy do
+    not bump the version, so a changed graph silently reused the old one."""
+    x, ei, _ = toy_graph()
+    fused, plain = _fused_pair(dropout=0.0)
+    fused.eval(), plain.eval()
+    if how == "inference":
+        with torch.inference_mode():
+            ei = ei.clone()
+    before = fused(x, ei)
+    new = ei.clone()
+    new[1, :25] = (new[1, :25] + 7) % 40
+    if how == "data":
+        ei.data[1, :25] = new[1, :25]
+    elif how == "numpy":
+        ei.numpy()[1, :25] = new[1, :25].numpy()
+    else:
+        with torch.inference_mode():
+            ei[1, :25] = new[1, :25]
+    after = fused(x, ei)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, plain(x, new), rtol=1e-5, atol=1e-6)

@@ -204,9 +204,9 @@ def test_stats_summary_and_plot(tmp_path):
     assert "3/3 converged" in line and "\n" not in line and "tol 1e-05" in line
     mpl = pytest.importorskip("matplotlib")
     mpl.use("Agg")
-    ax = st.plot()
+    fig = st.plot(path=tmp_path / "trace.png")
+    ax, = fig.axes
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 3 + 1
-    ax.figure.savefig(tmp_path / "trace.png")
     assert (tmp_path / "trace.png").stat().st_size > 0
 
 
@@ -231,6 +231,7 @@ BAD_ARGS = [
     (dict(batch=torch.zeros(4, dtype=torch.int32)), TypeError, "batch"),
     (dict(batch=torch.zeros(3, dtype=torch.int64)), ValueError, "batch"),
     (dict(batch=torch.tensor([0, -1, 0, 0])), IndexError, "batch"),
+    (dict(batch=torch.tensor([0, 7, 0, 0])), ValueError, "without gaps"),
     (dict(batch=[0, 1]), TypeError, "batch"),
     (dict(dist_sync=1), TypeError, "dist_sync"),
     (dict(dist_sync=True), RuntimeError, "dist_sync"),
@@ -314,3 +315,41 @@ def test_leading_batch_after_inference_mode():
 def test_public_names():
     assert fastpicard.picard is picard
     assert fastpicard.PicardStats.__name__ == "PicardStats"
+
+
+# ------------------------------------------------------------------ hostile fn and options
+def _switching_fn(after):
+    """fn that behaves for its first call, then returns ``after(x)``."""
+    calls = [0]
+
+    def fn(x):
+        calls[0] += 1
+        return 0.5 * x + 1 if calls[0] == 1 else after(x)
+    return fn
+
+
+def test_fn_returning_meta_later_is_an_error():
+    """fn returning a meta tensor after its first call used to reach the fake kernels:
+    uninitialised memory reported as converged."""
+    with pytest.raises(ValueError, match="meta"):
+        picard(_switching_fn(lambda x: torch.empty_like(x, device="meta")), torch.zeros(3),
+               tol=1e-9)
+
+
+@pytest.mark.parametrize("bad,exc,what", [
+    (lambda x: None, TypeError, "NoneType"),
+    (lambda x: x.tolist(), TypeError, "list"),
+    (lambda x: torch.zeros(4), ValueError, "shape"),
+    (lambda x: x.double(), ValueError, "dtype"),
+])
+def test_fn_returning_garbage_later_says_so(bad, exc, what):
+    """fn returning None mid-solve dumped a pybind signature instead of saying what was wrong."""
+    with pytest.raises(exc, match=f"fn.*{what}"):
+        picard(_switching_fn(bad), torch.zeros(3), tol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["max_iter", "check_every", "phantom_steps", "anderson_m"])
+def test_integer_options_beyond_int64_are_refused_clearly(name):
+    """max_iter=10**30 said "Expected a value of type 'int' ... found type 'int'"."""
+    with pytest.raises(ValueError, match=f"{name} must be <= 2\\*\\*63 - 1"):
+        picard(lambda x: 0.5 * x, torch.zeros(3), **{name: 10 ** 30})

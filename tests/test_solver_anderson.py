@@ -72,3 +72,28 @@ def test_anderson_gradients_unroll_and_implicit():
     g = torch.linalg.solve((eye - M.detach()).T, w.T).T
     for gr in grads:
         torch.testing.assert_close(gr, g.T @ xs, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("m", [2, 5])
+def test_anderson_unrolled_gradients_finite_when_samples_stop_at_different_steps(m):
+    """A sample frozen for >= anderson_m steps has an all-zero residual history: its least
+    squares is singular and the safeguard picks the Picard step through torch.where, but the
+    unused branch's inf/NaN still poisoned every gradient (NaN through where)."""
+    d = 6
+    M, f = slow_map(d=d, b=3, lam=0.6, seed=2)
+    scale = torch.tensor([1e-3, 1.0, 1e3], dtype=F64)[:, None]  # stop at different steps
+    f = f * scale
+    M.requires_grad_()
+    f.requires_grad_()
+    w = torch.randn_like(f)
+    x, st = picard(lambda x: x @ M.T + f, torch.zeros_like(f), tol=1e-12, max_iter=400,
+                   solver="anderson", anderson_m=m, backward="unroll", batch="leading")
+    assert st.converged.all()
+    assert int(st.iterations.max()) - int(st.iterations.min()) > m  # frozen for > m steps
+    (x * w).sum().backward()
+    assert torch.isfinite(M.grad).all() and torch.isfinite(f.grad).all()
+    eye = torch.eye(d, dtype=F64)
+    xs = torch.linalg.solve(eye - M.detach(), f.detach().T).T
+    g = torch.linalg.solve((eye - M.detach()).T, w.T).T
+    torch.testing.assert_close(M.grad, g.T @ xs, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(f.grad, g, rtol=1e-6, atol=1e-8)

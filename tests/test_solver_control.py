@@ -1,5 +1,5 @@
-"""The C++ loop control: picard_control_ (CPU kernel and device-generic at:: kernel) against
-the pure-torch rules, and the PicardLoop class against PyLoop."""
+"""The solver's loop control: picard_control_ (C++ CPU kernel, Triton kernel) against its
+pure-torch reference, and the PicardLoop class against PyLoop."""
 from __future__ import annotations
 
 import math
@@ -10,13 +10,17 @@ import torch
 import fastpicard
 from fastpicard.ops import _backend
 from fastpicard.solver import loop as loop_mod
-from fastpicard.solver.pyloop import PyLoop, control_update, new_state
+from fastpicard.ops import picard_control_
+from fastpicard.ops import reference as ref_ops
+from fastpicard.solver.pyloop import PyLoop
+
+from helpers import on_backend
 
 pytestmark = pytest.mark.skipif(not fastpicard.extension_available(),
                                 reason="compiled extension not available")
 
 TRITON = _backend.triton_available() and _backend.triton_interpreting()
-KINDS = ("cpu", "generic", "triton")
+KINDS = ("cpp", "triton")
 
 
 OP_STATE = ("frozen", "converged", "diverged", "iters", "stats", "trace", "improved", "new_div",
@@ -38,16 +42,11 @@ def fresh_state(S, dtype, cap):
 
 
 def run_op(kind, st, res, norm, step, tol, rel, factor):
-    if kind == "triton":  # the CUDA kernel, through the interpreter on CPU tensors
-        if not TRITON:
-            pytest.skip("triton (TRITON_INTERPRET=1) not available")
-        from fastpicard.kernels import picard_control as k
-
-        op = k.picard_control
-    else:
-        op = (torch.ops.fastpicard.picard_control_ if kind == "cpu"
-              else torch.ops.fastpicard.picard_control_generic_)
-    op(res, norm, *(st[k] for k in OP_STATE), step, tol, rel, factor)
+    if kind == "triton" and not TRITON:
+        pytest.skip("triton (TRITON_INTERPRET=1) not available")
+    with on_backend(kind):
+        picard_control_(res, norm, *(st[k] for k in OP_STATE), step, tol, rel, factor,
+                        backend=kind)
     return st["improved"], st["new_div"], st["summary"]
 
 
@@ -72,25 +71,21 @@ def test_control_kernels_match_reference_rules(dtype, rel, factor):
     S, steps, tol = 37, 8, 1e-3
     g = torch.Generator().manual_seed(1)
     states = {k: fresh_state(S, dtype, steps) for k in KINDS}
-    ref = new_state(S, dtype, "cpu", steps)
+    ref = fresh_state(S, dtype, steps)
     for k in range(steps):
         res, norm = random_residuals(S, dtype, k, g)
-        improved, new_div = control_update(ref, res, norm, k, tol, rel, factor)
+        ref_ops.picard_control_(res, norm, *(ref[n] for n in OP_STATE), k, tol, rel, factor)
         for kind in KINDS:
             st = states[kind]
             st["improved"].fill_(True)
             st["new_div"].fill_(True)
-            imp, nd, summary = run_op(kind, st, res, norm, k, tol, rel, factor)
-            assert torch.equal(imp, improved) and torch.equal(nd, new_div), kind
-            for name in ("frozen", "converged", "diverged", "iters"):
-                assert torch.equal(st[name], ref[name]), (kind, name)
-            for row, name in enumerate(["min_abs", "abs", "rel"]):
-                torch.testing.assert_close(st["stats"][row], ref[name], rtol=0, atol=0,
-                                           equal_nan=True, msg=f"{kind} {name}")
-            torch.testing.assert_close(st["trace"], ref["trace"], rtol=0, atol=0,
-                                       equal_nan=True)
-            assert summary.tolist() == [int((~st["frozen"]).sum()), int(imp.sum()),
-                                        int(nd.sum()), int(st["diverged"].sum())]
+            run_op(kind, st, res, norm, k, tol, rel, factor)
+            for name in OP_STATE:
+                torch.testing.assert_close(st[name], ref[name], rtol=0, atol=0, equal_nan=True,
+                                           msg=f"{kind} {name}")
+            assert st["summary"].tolist() == [
+                int((~st["frozen"]).sum()), int(st["improved"].sum()), int(st["new_div"].sum()),
+                int(st["diverged"].sum())]
     # the random inputs exercised every outcome
     assert ref["converged"].any() and ref["diverged"].any() and (~ref["converged"]).any()
 
@@ -100,13 +95,11 @@ def test_control_opcheck():
     st = fresh_state(S, torch.float32, 4)
     res = torch.tensor([1.0, 0.0, math.nan, 0.5, 2.0])
     norm = torch.ones(S)
-    for name in ("picard_control_", "picard_control_generic_"):
-        op = getattr(torch.ops.fastpicard, name).default
-        torch.library.opcheck(op, (res, norm, *(st[k].clone() for k in OP_STATE), 0, 1e-3,
-                                   False, 1e3))
+    torch.library.opcheck(torch.ops.fastpicard.picard_control_.default,
+                          (res, norm, *(st[k].clone() for k in OP_STATE), 0, 1e-3, False, 1e3))
 
 
-@pytest.mark.parametrize("kind", ["cpu", "generic"])
+@pytest.mark.parametrize("kind", ["cpp", "reference"])
 def test_control_bad_arguments(kind):
     S = 3
     res, norm = torch.ones(S), torch.ones(S)
@@ -125,11 +118,9 @@ def test_control_bad_arguments(kind):
         st = fresh_state(S, torch.float32, 4)
         args = dict(res=res, norm=norm, step=0, **st)
         args.update(override)
-        op = (torch.ops.fastpicard.picard_control_ if kind == "cpu"
-              else torch.ops.fastpicard.picard_control_generic_)
         with pytest.raises(exc, match=name):
-            op(args["res"], args["norm"], *(args[k] for k in OP_STATE), args["step"], 1e-3,
-               False, 1e3)
+            picard_control_(args["res"], args["norm"], *(args[k] for k in OP_STATE),
+                            args["step"], 1e-3, False, 1e3, backend=kind)
 
 
 def _drive(loop, fn, x, max_iter):
@@ -215,3 +206,63 @@ def test_picard_loop_step_passes_python_errors_through():
 
 def test_default_loop_is_cpp():
     assert loop_mod.IMPL == "cpp"
+
+
+# ------------------------------------------------------------------ hostile use
+def test_control_with_meta_state_is_an_error():
+    """picard_control_ with a meta frozen mask silently did nothing."""
+    st = fresh_state(3, torch.float32, 4)
+    st["frozen"] = st["frozen"].to("meta")
+    with pytest.raises(ValueError, match="meta"):
+        torch.ops.fastpicard.picard_control_(torch.ones(3), torch.ones(3),
+                                             *(st[k] for k in OP_STATE), 0, 1e-3, False, 1e3)
+
+
+def test_picard_loop_step_with_meta_is_an_error():
+    x0 = torch.zeros(3)
+    loop = loop_mod.CppLoop(x0, 0.5, None, 1, False, 1e-30, False, 5, 1e3, 1, True)
+    with pytest.raises(ValueError, match="meta"):
+        loop.step(x0, torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="x0"):  # x must be shaped like x0
+        loop.step(torch.zeros(4), torch.ones(4))
+
+
+def test_uninitialised_picard_loop_is_refused():
+    """PicardLoop.__new__ without __init__: .steps read garbage, .step() segfaulted."""
+    from helpers import run_isolated
+    r = run_isolated("""
+        import torch
+        from fastpicard.solver.loop import CppLoop
+        loop = CppLoop.__new__(CppLoop)
+        for call in (lambda: loop.steps, lambda: loop.step(torch.ones(3), torch.ones(3)),
+                     lambda: loop.finish(torch.ones(3)), lambda: loop.active_rows()):
+            try:
+                print("RETURNED", call())
+            except (TypeError, RuntimeError) as e:
+                print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("refused:") == 4 and "RETURNED" not in r.stdout, r.stdout
+
+
+def test_picard_loop_shared_by_threads_loses_no_step():
+    """step() released the GIL without a lock: eight threads sharing one loop lost updates
+    (a trace row never written, an iteration not counted)."""
+    import threading
+    x0, z = torch.randn(4), torch.randn(4)
+    for reuse in (True, False):
+        loop = loop_mod.CppLoop(x0, 0.5, None, 1, False, 1e-30, False, 10 ** 6, math.inf, 1,
+                                reuse)
+        n = 1500
+
+        def work():
+            for _ in range(n):
+                loop.step(x0, z)
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        _, (iters, _, _, _, _, trace) = loop.finish(x0)
+        assert loop.steps == 8 * n and int(iters) == 8 * n
+        assert trace.shape == (8 * n, 1) and not trace.isnan().any()

@@ -9,6 +9,7 @@ import torch
 
 from fastpicard import picard
 
+pytestmark = pytest.mark.cuda
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 F64 = torch.float64
 

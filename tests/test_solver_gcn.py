@@ -143,3 +143,39 @@ def test_bad_arguments():
         with pytest.raises(exc, match=name):
             picard_gcn(kw.pop("graph"), kw.pop("x0"), kw.pop("weight"), **kw)
     assert math.isfinite(float(x0.sum()))
+
+
+def test_ctrl_c_stops_the_cpp_loop():
+    """The loop is C++ and never looked at signals: Ctrl-C was ignored until max_iter."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent("""
+        import sys, torch
+        from fastpicard import Graph, picard_gcn
+        n = 2000
+        ei = torch.randint(0, n, (2, 8 * n), generator=torch.Generator().manual_seed(0))
+        g = Graph.from_edge_index(ei, n)
+        W = torch.eye(16)
+        print("started", flush=True)
+        try:  # fresh dropout masks every step: it never converges, never diverges
+            picard_gcn(g, torch.randn(n, 16), W, act="tanh", dropout=0.5, tol=1e-30,
+                       max_iter=10**9, divergence_factor=float("inf"))
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(3)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started"
+        import time
+        time.sleep(1.0)  # inside the C++ loop
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)  # a hang (the old behaviour) fails here
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 3 and "interrupted" in out, (p.returncode, out, err)

@@ -10,7 +10,7 @@ from fastpicard.ops import reference as ref
 from fastpicard.ops.spmm import graph_tensors
 
 from graph_helpers import CASES, dense, make_graph, poisoned_empty, triton_on_cpu
-from helpers import DTYPES, assert_close, backends, noncontiguous
+from helpers import DTYPES, assert_close, backends, noncontiguous, on_backend, run_isolated
 
 REDUCES = ["sum", "mean", "max"]
 
@@ -54,7 +54,8 @@ def test_max_picks_first_and_propagates_nan():
                               add_self_loops=False)
     h = torch.tensor([[1.0, -2.0], [5.0, 3.0], [5.0, float("nan")]])
     for backend in backends():
-        out = spmm(g, h, "max", backend=backend)
+        with on_backend(backend):
+            out = spmm(g, h, "max", backend=backend)
         assert out[0, 0] == 5.0 and torch.isnan(out[0, 1]), backend
         assert torch.equal(out[1], h[0]) and torch.equal(out[2], torch.zeros(2)), backend
 
@@ -183,9 +184,9 @@ def test_bad_inputs():
         spmm(g, h.numpy())
     with pytest.raises(TypeError, match="h"):
         spmm(g, h.long())
-    with pytest.raises(ValueError, match="h must have shape"):
+    with pytest.raises(ValueError, match="h must have one row per node"):
         spmm(g, h[:-1])
-    with pytest.raises(ValueError, match="h must have shape"):
+    with pytest.raises(ValueError, match="h must be 2-D"):
         spmm(g, h[0])
     with pytest.raises(ValueError, match="reduce"):
         spmm(g, h, "min")
@@ -210,7 +211,7 @@ def test_raw_op_checks_indices_before_writing():
     rp[2] = rp[3] + 1
     with pytest.raises(IndexError, match="rowptr decreases at row 2"):
         torch.ops.fastpicard.spmm(rp, g.col, None, g.t_rowptr, g.t_col, g.t_perm, None, h, "sum")
-    with pytest.raises(ValueError, match="rowptr must have"):
+    with pytest.raises(ValueError, match="one row per node"):
         torch.ops.fastpicard.spmm(g.rowptr[:-1], g.col, None, g.t_rowptr, g.t_col, g.t_perm,
                                   None, h, "sum")
     with pytest.raises(TypeError, match="weight must be"):
@@ -242,7 +243,74 @@ def test_triton_few_hundred_nodes():
     h = torch.randn(300, 64, requires_grad=True)
     for reduce in REDUCES:
         out = spmm(g, h, reduce, backend="triton")
-        exp = spmm(g, h, reduce, backend="cpp")
+        exp = spmm(g, h, reduce, backend="reference")
         assert_close(out, exp)
         gy = torch.randn_like(out)
         assert_close(torch.autograd.grad(out, h, gy)[0], torch.autograd.grad(exp, h, gy)[0])
+
+
+# ------------------------------------------------------------------ hostile input
+def test_meta_among_real_tensors_is_an_error():
+    """A meta tensor among real ones routed to the fake kernel: garbage returned."""
+    g = make_graph("loops_dups", weighted=True)
+    gt = graph_tensors(g, torch.float32)
+    h = torch.randn(g.num_nodes, 3)
+    for i in range(len(gt)):
+        if gt[i] is None:
+            continue
+        args = list(gt) + [h, "sum"]
+        args[i] = args[i].to("meta")
+        with pytest.raises(ValueError, match="meta"):
+            torch.ops.fastpicard.spmm(*args)
+    with pytest.raises(ValueError, match="meta"):
+        torch.ops.fastpicard.spmm(*gt, h.to("meta"), "sum")
+    for reduce in ("sum", "max"):
+        arg = torch.zeros(g.num_nodes, 3, dtype=g.col.dtype) if reduce == "max" else g.col[:0]
+        with pytest.raises(ValueError, match="meta"):  # grad on meta
+            torch.ops.fastpicard.spmm_backward(h.to("meta"), *gt, h, arg, reduce, True, True)
+        with pytest.raises(ValueError, match="meta"):  # h on meta
+            torch.ops.fastpicard.spmm_backward(h, *gt, h.to("meta"), arg, reduce, True, True)
+    meta = [None if t is None else t.to("meta") for t in gt]
+    out, arg = torch.ops.fastpicard.spmm(*meta, h.to("meta"), "max")  # all meta: shapes only
+    assert out.device.type == "meta" and out.shape == h.shape and arg.shape == h.shape
+
+
+BAD_GRAPHS = {  # hand-built CSR that reads outside h: col out of range, decreasing rowptr
+    "col_huge": dict(rowptr=[0, 1, 2], col=[1, 2 ** 30], t_rowptr=[0, 0, 2], t_col=[0, 1],
+                     t_perm=[0, 1]),
+    "col_1000": dict(rowptr=[0, 1, 2], col=[1, 1000], t_rowptr=[0, 0, 2], t_col=[0, 1],
+                     t_perm=[0, 1]),
+    "rowptr_decreasing": dict(rowptr=[0, 2, 1], col=[1, 1], t_rowptr=[0, 0, 2], t_col=[0, 1],
+                              t_perm=[0, 1]),
+    "t_perm_huge": dict(rowptr=[0, 1, 2], col=[1, 1], t_rowptr=[0, 0, 2], t_col=[0, 1],
+                        t_perm=[0, 2 ** 40]),
+}
+
+
+@triton_on_cpu()
+@pytest.mark.parametrize("case", list(BAD_GRAPHS))
+def test_hand_built_graph_is_validated(case):
+    """A Graph built from raw CSR reached the Triton kernels unchecked: a segfault (col=2**30)
+    or heap garbage (col=1000) under the interpreter, an out-of-bounds read on CUDA. Every
+    backend must refuse it. Run apart, so a crash fails only this test."""
+    r = run_isolated(f"""
+        import torch
+        from fastpicard import Graph
+        from fastpicard.ops import spmm, spmm_update
+        t = {{k: torch.tensor(v) for k, v in {BAD_GRAPHS[case]!r}.items()}}
+        try:
+            g = Graph(num_nodes=2, weight=None, **t)
+        except (ValueError, IndexError) as e:
+            print("refused at build:", e)
+        else:
+            h = torch.randn(2, 3, requires_grad=True)
+            for backend in ("triton", "cpp", "reference"):
+                for op in (lambda: spmm(g, h, backend=backend),
+                           lambda: spmm_update(g, h, h, 0.5, backend=backend)[0]):
+                    try:
+                        print("RETURNED", op().sum().item())
+                    except (ValueError, IndexError) as e:
+                        print("refused:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "RETURNED" not in r.stdout and "refused" in r.stdout, r.stdout

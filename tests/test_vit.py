@@ -37,7 +37,7 @@ def plain_loop(blocks, tokens, n, lam):
 @pytest.mark.parametrize("kind", ["ViTModel", "ViTForImageClassification"])
 def test_hf_single_pass_is_exact_and_keys_kept(kind):
     model = hf_model(kind)
-    it = IterativeViT(model, n_iter=1, lam=0.0)
+    it = IterativeViT(model, max_iter=1, alpha=0.0)
     assert it.backbone == "transformers"
     x = torch.randn(2, 3, 16, 16)
     a, b = model(x), it(x)
@@ -49,7 +49,7 @@ def test_hf_single_pass_is_exact_and_keys_kept(kind):
     assert list(it.state_dict()) == list(model.state_dict())
     # pretrained weights load unchanged, strictly
     other = hf_model(kind, seed=1)
-    fresh = IterativeViT(hf_model(kind, seed=2), n_iter=1, lam=0.0)
+    fresh = IterativeViT(hf_model(kind, seed=2), max_iter=1, alpha=0.0)
     fresh.load_state_dict(other.state_dict())
     ref = other(x)
     got = fresh(x)
@@ -59,7 +59,7 @@ def test_hf_single_pass_is_exact_and_keys_kept(kind):
 
 def test_hf_iterates_the_block_stack():
     model = hf_model("ViTModel")
-    it = IterativeViT(model, n_iter=3, lam=0.4)
+    it = IterativeViT(model, max_iter=3, alpha=0.4)
     x = torch.randn(2, 3, 16, 16)
     blocks = model.layers if hasattr(model, "layers") else model.encoder.layer
     tokens = plain_loop(blocks, model.embeddings(x), 3, 0.4)
@@ -70,7 +70,7 @@ def test_hf_iterates_the_block_stack():
 
 def test_hf_classifier_trains_with_labels():
     model = hf_model("ViTForImageClassification").train()
-    it = IterativeViT(model, n_iter=2, lam=0.5)
+    it = IterativeViT(model, max_iter=2, alpha=0.5)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(8, 3, 16, 16, generator=g)
     y = torch.arange(8) % 5
@@ -87,7 +87,7 @@ def test_nested_state_dict_keys():
 
     model = FieldViT(1, 1, 8, 4, dim=16, depth=1)
     bare = Holder(model).state_dict()
-    wrapped = Holder(IterativeViT(model, n_iter=2))
+    wrapped = Holder(IterativeViT(model, max_iter=2))
     assert list(wrapped.state_dict()) == list(bare)
     wrapped.load_state_dict(bare)
 
@@ -126,22 +126,24 @@ class TimmLike(nn.Module):
 def test_timm_style_backbone():
     torch.manual_seed(0)
     model = TimmLike().eval()
-    it = IterativeViT(model, n_iter=1, lam=0.0)
+    it = IterativeViT(model, max_iter=1, alpha=0.0)
     assert it.backbone == "timm"
     x = torch.randn(3, 3, 16, 16)
     assert torch.equal(it(x), model(x))
-    it3 = IterativeViT(model, n_iter=3, lam=0.5)
+    it3 = IterativeViT(model, max_iter=3, alpha=0.5)
     tokens = plain_loop(model.blocks, model._pos_embed(model.patch_embed(x)), 3, 0.5)
     torch.testing.assert_close(it3(x), model.forward_head(model.norm(tokens)), rtol=1e-6,
                                atol=1e-6)
 
 
 def test_real_timm():
-    timm = pytest.importorskip("timm")
+    # the TimmLike stand-in above covers the interface without timm; this checks timm itself
+    timm = pytest.importorskip("timm", reason="timm is not installed (optional: it pulls "
+                                              "torchvision, so the test extra leaves it out)")
     model = timm.models.vision_transformer.VisionTransformer(
         img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=4, num_classes=3).eval()
     x = torch.randn(2, 3, 16, 16)
-    assert torch.equal(IterativeViT(model, n_iter=1, lam=0.0)(x), model(x))
+    assert torch.equal(IterativeViT(model, max_iter=1, alpha=0.0)(x), model(x))
 
 
 def smooth_fields(n, seed):
@@ -157,10 +159,10 @@ def test_field_vit_shapes_and_iteration():
     vit = FieldViT(2, 3, (16, 12), (4, 3), dim=16, depth=2, attention="galerkin")
     x = torch.randn(2, 2, 16, 12)
     assert vit(x).shape == (2, 3, 16, 12)
-    it = IterativeViT(vit, n_iter=1, lam=0.0)
+    it = IterativeViT(vit, max_iter=1, alpha=0.0)
     assert it.backbone == "embed/decode" and torch.equal(it(x), vit(x))
     ref = vit.decode(plain_loop(vit.blocks, vit.embed(x), 4, 0.25))
-    torch.testing.assert_close(IterativeViT(vit, n_iter=4, lam=0.25)(x), ref, rtol=1e-6,
+    torch.testing.assert_close(IterativeViT(vit, max_iter=4, alpha=0.25)(x), ref, rtol=1e-6,
                                atol=1e-6)
 
 
@@ -170,7 +172,7 @@ def test_field_vit_trains_masked_reconstruction(mode):
     torch.manual_seed(0)
     vit = FieldViT(2, 1, 16, 4, dim=32, depth=1)
     opts = {} if mode == "unroll" else dict(backward=mode, tol=1e-3)
-    it = IterativeViT(vit, n_iter=3 if mode == "unroll" else 6, lam=0.5, **opts)
+    it = IterativeViT(vit, max_iter=3 if mode == "unroll" else 6, alpha=0.5, **opts)
     u = smooth_fields(16, 0)
     mask = (torch.rand(u.shape, generator=torch.Generator().manual_seed(1)) < 0.5).float()
     inp = torch.cat([u * mask, mask], 1)
@@ -182,8 +184,8 @@ def test_field_vit_trains_masked_reconstruction(mode):
 
 
 def test_state_dict_round_trip():
-    a = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), n_iter=2)
-    b = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), n_iter=2)
+    a = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), max_iter=2)
+    b = IterativeViT(FieldViT(1, 1, 8, 4, dim=16, depth=2), max_iter=2)
     x = torch.randn(2, 1, 8, 8)
     assert not torch.equal(a(x), b(x))
     b.load_state_dict(a.state_dict())
@@ -197,7 +199,7 @@ def test_state_dict_round_trip_with_a_submodule_named_model():
             super().__init__(1, 1, 8, 4, dim=16, depth=1)
             self.model = nn.Linear(2, 2)
 
-    a, b = IterativeViT(Backbone(), n_iter=2), IterativeViT(Backbone(), n_iter=2)
+    a, b = IterativeViT(Backbone(), max_iter=2), IterativeViT(Backbone(), max_iter=2)
     assert "model.weight" in a.state_dict()
     b.load_state_dict(a.state_dict())
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -205,7 +207,7 @@ def test_state_dict_round_trip_with_a_submodule_named_model():
 
 
 def test_unsupported_forward_arguments_are_refused():
-    it = IterativeViT(TimmLike().eval(), n_iter=2)
+    it = IterativeViT(TimmLike().eval(), max_iter=2)
     x = torch.randn(1, 3, 16, 16)
     with pytest.raises(TypeError, match="labels"):
         it(x, labels=torch.tensor([0]))
@@ -215,19 +217,73 @@ def test_unsupported_forward_arguments_are_refused():
 
 def test_hf_unsupported_keywords_are_refused():
     model = hf_model("ViTForImageClassification")
-    it = IterativeViT(model, n_iter=2)
+    it = IterativeViT(model, max_iter=2)
     with pytest.raises(TypeError, match="output_attentions"):
         it(torch.randn(1, 3, 16, 16), output_attentions=True)
+
+
+def test_deprecated_names_warn_once_and_still_work(monkeypatch):
+    import warnings
+
+    from fastpicard.nn import iterative_vit
+
+    monkeypatch.setattr(iterative_vit, "_WARNED", set())
+    vit = FieldViT(1, 1, 8, 4, dim=16, depth=1)
+    with pytest.warns(FutureWarning) as rec:
+        it = IterativeViT(vit, n_iter=2, lam=0.25)
+    assert sorted(str(w.message).split()[1] for w in rec) == ["lam=", "n_iter="]
+    assert (it.max_iter, it.alpha) == (2, 0.25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second use is silent
+        IterativeViT(vit, n_iter=3, lam=0.5)
+    with pytest.warns(FutureWarning, match=r"\.lam is deprecated"):
+        assert it.lam == 0.25
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(it(x), IterativeViT(vit, max_iter=2, alpha=0.25)(x))
+
+
+def test_parallel_and_post_blocks_and_3d_patches():
+    torch.manual_seed(0)
+    for block in ("parallel", "post"):
+        vit = FieldViT(2, 1, 8, 4, dim=16, depth=2, block=block)
+        x = torch.randn(2, 2, 8, 8)
+        blk = vit.blocks[0]
+        t = vit.embed(x)
+        if block == "parallel":  # x + attn(n(x)) + mlp(n(x)), one norm
+            h = blk.norm1(t)
+            ref = t + blk.attn(h) + blk.mlp(h)
+        else:
+            h = blk.norm1(t + blk.attn(t))
+            ref = blk.norm2(h + blk.mlp(h))
+        torch.testing.assert_close(blk(t), ref)
+        assert vit(x).shape == (2, 1, 8, 8)
+    # space-time patches: each output patch depends only through attention on others, and the
+    # unpatchify puts patch (it, ih, iw) back at its own place
+    vit3 = FieldViT(1, 2, (4, 8, 6), (2, 4, 3), dim=16, depth=1)
+    assert vit3.grid == (2, 2, 2)
+    x = torch.randn(3, 1, 4, 8, 6)
+    y = vit3(x)
+    assert y.shape == (3, 2, 4, 8, 6)
+    tokens = vit3.embed(x)
+    head = vit3.head(vit3.norm(vit3.blocks[0](tokens)))  # [3, 8, 2*2*4*3]
+    patch = head[:, 5].view(3, 2, 2, 4, 3)  # token 5 = grid (1, 0, 1)
+    torch.testing.assert_close(y[:, :, 2:4, 0:4, 3:6], patch)
+    it = IterativeViT(vit3, max_iter=2)
+    assert it(x).shape == y.shape
+    with pytest.raises(ValueError, match="block"):
+        FieldViT(1, 1, 8, 4, block="sandwich")
+    with pytest.raises(ValueError, match="patch_size"):
+        FieldViT(1, 1, (4, 8, 8), (2, 4))
 
 
 def test_bad_arguments():
     vit = FieldViT(1, 1, 8, 4, dim=16, depth=1)
     for n in (0, -1, 1.5):
-        with pytest.raises(ValueError, match="n_iter"):
-            IterativeViT(vit, n_iter=n)
-    for lam in (1.0, -0.1, 2):
-        with pytest.raises(ValueError, match="lam"):
-            IterativeViT(vit, lam=lam)
+        with pytest.raises(ValueError, match="max_iter"):
+            IterativeViT(vit, max_iter=n)
+    for alpha in (1.0, -0.1, 2):
+        with pytest.raises(ValueError, match="alpha"):
+            IterativeViT(vit, alpha=alpha)
     with pytest.raises(ValueError, match="tol"):
         IterativeViT(vit, tol=0.0)
     with pytest.raises(TypeError, match="unknown solver option"):

@@ -20,7 +20,7 @@ class PicardUpdate : public torch::autograd::Function<PicardUpdate> {
                                bool return_norm) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
-                         .findSchemaOrThrow("fastpicard::picard_update", "")
+                         .findSchemaOrThrow("fastpicard::_picard_update", "")
                          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                              const at::Tensor&, const at::Tensor&, double,
                              const c10::optional<at::Tensor>&, int64_t,
@@ -71,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> picard_update_out_inplace(
     const c10::optional<at::Tensor>& batch, int64_t num_samples,
     const c10::optional<at::Tensor>& frozen, bool return_norm, at::Tensor& out) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastpicard::picard_update_out", "")
+                       .findSchemaOrThrow("fastpicard::_picard_update_out", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(
                            const at::Tensor&, const at::Tensor&, double,
                            const c10::optional<at::Tensor>&, int64_t,
@@ -88,11 +88,11 @@ std::tuple<at::Tensor, at::Tensor> picard_update_out_inplace(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, Autograd, m) {
-  m.impl("picard_update", &picard_update_autograd);
+  m.impl("_picard_update", &picard_update_autograd);
 }
 
 TORCH_LIBRARY_IMPL(fastpicard, ADInplaceOrView, m) {
-  m.impl("picard_update_out", &picard_update_out_inplace);
+  m.impl("_picard_update_out", &picard_update_out_inplace);
 }
 
 }  // namespace fastpicard

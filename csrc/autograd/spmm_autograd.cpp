@@ -1,6 +1,6 @@
-// Autograd of spmm, shared by every backend: the backward is the fastpicard::spmm_backward op
-// (transposed CSR; for max only the edge that attained each output gets its gradient). arg
-// carries no gradient.
+// Autograd of spmm (the internal _spmm), shared by every backend: the backward is the public
+// fastpicard::spmm_backward op, which checks what it is given again (transposed CSR; for max
+// only the edge that attained each output gets its gradient). arg carries no gradient.
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -23,7 +23,7 @@ Out2 call_forward(const at::Tensor& rowptr, const at::Tensor& col, const OptTens
                   const at::Tensor& t_rowptr, const at::Tensor& t_col, const at::Tensor& t_perm,
                   const OptTensor& t_weight, const at::Tensor& h, c10::string_view reduce) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastpicard::spmm", "")
+                       .findSchemaOrThrow("fastpicard::_spmm", "")
                        .typed<Out2(const at::Tensor&, const at::Tensor&, const OptTensor&,
                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                    const OptTensor&, const at::Tensor&, c10::string_view)>();
@@ -93,7 +93,7 @@ Out2 spmm_autograd(const at::Tensor& rowptr, const at::Tensor& col, const OptTen
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, Autograd, m) {
-  m.impl("spmm", &spmm_autograd);
+  m.impl("_spmm", &spmm_autograd);
 }
 
 }  // namespace fastpicard

@@ -1,5 +1,6 @@
-// Autograd of spmm_update, shared by every backend (CPU kernel, Triton on CUDA): the
-// backward is the fastpicard::spmm_update_backward op (transposed CSR, no atomics). The
+// Autograd of spmm_update (the internal _spmm_update), shared by every backend (CPU kernel,
+// Triton on CUDA): the backward is the public fastpicard::spmm_update_backward op, which
+// checks what it is given again (transposed CSR, no atomics). The
 // forward keeps act(A.h + bias) for the backward (not for act='identity'); the dropout mask
 // is regenerated from the seed. res, norm and act_out carry no gradient.
 #include <ATen/ATen.h>
@@ -30,7 +31,7 @@ Out4 call_forward(const at::Tensor& rowptr, const at::Tensor& col, const OptTens
                   const OptTensor& batch, int64_t num_samples, const OptTensor& frozen,
                   bool return_norm, bool save_act) {
   static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("fastpicard::spmm_update", "")
+                       .findSchemaOrThrow("fastpicard::_spmm_update", "")
                        .typed<Out4(const at::Tensor&, const at::Tensor&, const OptTensor&,
                                    const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                    const OptTensor&, const at::Tensor&, const at::Tensor&,
@@ -139,7 +140,7 @@ Out4 spmm_update_autograd(const at::Tensor& rowptr, const at::Tensor& col,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, Autograd, m) {
-  m.impl("spmm_update", &spmm_update_autograd);
+  m.impl("_spmm_update", &spmm_update_autograd);
 }
 
 }  // namespace fastpicard

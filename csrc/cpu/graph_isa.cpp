@@ -23,18 +23,15 @@ const Kernels& kernels() {
   return kernels_base();
 }
 
-Dropout dropout_params(double p, const c10::optional<at::Tensor>& seed) {
+Dropout dropout_params(double p, const c10::optional<at::Tensor>& seed, const char* op) {
   Dropout d;
   if (p <= 0.0) return d;
-  TORCH_CHECK_VALUE(seed.has_value() && seed->defined(), "dropout > 0 needs a seed tensor");
+  // seed: int64 [2] on the CPU, checked by the op (spmm_update.cpp); its values are ours
   const at::Tensor s = seed->contiguous();
-  TORCH_CHECK_VALUE(s.device().is_cpu() && s.scalar_type() == at::kLong && s.numel() == 2,
-                    "seed must be an int64 CPU tensor of 2 elements here, got ", s.scalar_type(),
-                    " ", s.sizes(), " on ", s.device());
   const int64_t* v = s.const_data_ptr<int64_t>();
   for (int i = 0; i < 2; ++i)
-    TORCH_CHECK_VALUE(v[i] >= 0 && v[i] < (int64_t(1) << 31), "seed values must lie in [0, 2^31), got ",
-                      v[i]);
+    TORCH_CHECK_VALUE(v[i] >= 0 && v[i] < (int64_t(1) << 31), op,
+                      ": seed values must lie in [0, 2^31), got ", v[i]);
   d.on = true;
   d.key = mix32(mix32(static_cast<uint32_t>(v[0])) ^ static_cast<uint32_t>(v[1]));
   d.threshold = static_cast<uint32_t>(std::floor(p * 16777216.0 + 0.5));  // p * 2^24, rounded

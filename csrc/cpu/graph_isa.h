@@ -117,8 +117,9 @@ const Kernels& kernels_base();
 const Kernels& kernels_avx2();
 #endif
 
-// Dropout parameters of one call: key from the two int64 words of `seed` (each in [0, 2^31)).
-Dropout dropout_params(double p, const c10::optional<at::Tensor>& seed);
+// Dropout parameters of one call: key from the two int64 words of `seed` (each in [0, 2^31),
+// checked here; errors name `op`).
+Dropout dropout_params(double p, const c10::optional<at::Tensor>& seed, const char* op);
 
 // A Csr of contiguous tensors (perm may be undefined).
 Csr make_csr(const at::Tensor& rowptr, const at::Tensor& col,

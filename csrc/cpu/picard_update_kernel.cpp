@@ -5,13 +5,11 @@
 // in a fixed order, so results do not depend on the thread count.
 #include <torch/library.h>
 #include <ATen/Dispatch.h>
-#include <ATen/MemoryOverlap.h>
 
 #include <cmath>
 #include <vector>
 
 #include "common.h"
-#include "picard_update.h"
 
 namespace fastpicard {
 namespace {
@@ -113,22 +111,14 @@ void update_batched(const T* x, const T* z, T* out, int64_t rows, int64_t width,
 
 }  // namespace
 
+// Arguments were checked by the public op (picard_update.cpp) except the values of batch.
 std::tuple<at::Tensor, at::Tensor> picard_update_out_cpu(
     const at::Tensor& x_in, const at::Tensor& z_in, double alpha,
     const c10::optional<at::Tensor>& batch_in, int64_t num_samples,
     const c10::optional<at::Tensor>& frozen_in, bool return_norm, at::Tensor& out) {
-  check_picard_update_args(x_in, z_in, alpha, batch_in, num_samples, frozen_in);
-  TORCH_CHECK_VALUE(out.sizes() == x_in.sizes() && out.scalar_type() == x_in.scalar_type() &&
-                        out.device() == x_in.device(),
-                    "picard_update: out must match x (shape ", x_in.sizes(), ", dtype ",
-                    x_in.scalar_type(), "), got shape ", out.sizes(), ", dtype ",
-                    out.scalar_type());
-  TORCH_CHECK_VALUE(out.is_contiguous(), "picard_update: out must be contiguous");
-  const at::Tensor x = x_in.contiguous(), z = z_in.contiguous();
   // out may be x or z itself (each element is read before it is written), never a shifted
-  // view of them (a non-contiguous input was copied above)
-  at::assert_no_partial_overlap(out, x);
-  at::assert_no_partial_overlap(out, z);
+  // view of them; a non-contiguous input is read from a copy
+  const at::Tensor x = x_in.contiguous(), z = z_in.contiguous();
   c10::optional<at::Tensor> batch, frozen;
   if (batch_in.has_value()) {
     batch = batch_in->contiguous();
@@ -180,8 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> picard_update_cpu(
 }
 
 TORCH_LIBRARY_IMPL(fastpicard, CPU, m) {
-  m.impl("picard_update", &picard_update_cpu);
-  m.impl("picard_update_out", &picard_update_out_cpu);
+  m.impl("_picard_update", &picard_update_cpu);
+  m.impl("_picard_update_out", &picard_update_out_cpu);
 }
 
 }  // namespace fastpicard

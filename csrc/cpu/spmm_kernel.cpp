@@ -1,4 +1,5 @@
-// CPU kernels of spmm and spmm_backward (row-parallel, see graph_impl.h).
+// CPU kernels of spmm and spmm_backward (row-parallel, see graph_impl.h). Arguments were
+// checked by the public ops (spmm.cpp) except the index values, checked here before any write.
 #include <torch/library.h>
 
 #include "common.h"
@@ -18,7 +19,6 @@ std::tuple<at::Tensor, at::Tensor> spmm_cpu(const at::Tensor& rowptr, const at::
                                             const c10::optional<at::Tensor>& t_weight,
                                             const at::Tensor& h_in,
                                             c10::string_view reduce) {
-  check_graph_args("spmm", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h_in);
   const Reduce r = parse_reduce(reduce);
   const int64_t n = h_in.size(0), f = h_in.size(1);
   const Csr a = make_csr(rowptr, col, weight, at::Tensor(), n);
@@ -42,19 +42,11 @@ std::tuple<at::Tensor, at::Tensor> spmm_backward_cpu(
     const at::Tensor& t_perm, const c10::optional<at::Tensor>& t_weight,
     const c10::optional<at::Tensor>& h, const at::Tensor& arg_in,
     c10::string_view reduce, bool need_h, bool need_weight) {
-  check_graph_args("spmm_backward", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
-                   grad);
   const Reduce r = parse_reduce(reduce);
   const int64_t n = grad.size(0), f = grad.size(1), e = col.size(0);
   const auto acc = stat_dtype(grad.scalar_type());
   at::Tensor arg;
-  if (r == Reduce::kMax) {
-    TORCH_CHECK_VALUE(arg_in.sizes() == grad.sizes() && arg_in.scalar_type() == col.scalar_type(),
-                      "spmm_backward: arg must have shape ", grad.sizes(), " and dtype ",
-                      col.scalar_type(), " for reduce='max', got ", arg_in.sizes(), " ",
-                      arg_in.scalar_type());
-    arg = arg_in.contiguous();
-  }
+  if (r == Reduce::kMax) arg = arg_in.contiguous();
   // d loss / d (weighted sum of row i), in the accumulation dtype
   at::Tensor ga = grad.to(acc).contiguous();
   if (r == Reduce::kMean) {
@@ -70,9 +62,6 @@ std::tuple<at::Tensor, at::Tensor> spmm_backward_cpu(
     graph_cpu::kernels().gather({t, ga, gh, arg, false});
   }
   if (need_weight) {
-    TORCH_CHECK_VALUE(h.has_value() && h->sizes() == grad.sizes() &&
-                          h->scalar_type() == grad.scalar_type() && weight.has_value(),
-                      "spmm_backward: need_weight needs weight and h shaped like grad");
     const Csr a = make_csr(rowptr, col, weight, at::Tensor(), n);
     graph_cpu::check_csr_values(a, n, "spmm_backward");
     gw = at::empty({e}, grad.options().dtype(acc));
@@ -84,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor> spmm_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, CPU, m) {
-  m.impl("spmm", &spmm_cpu);
-  m.impl("spmm_backward", &spmm_backward_cpu);
+  m.impl("_spmm", &spmm_cpu);
+  m.impl("_spmm_backward", &spmm_backward_cpu);
 }
 
 }  // namespace fastpicard

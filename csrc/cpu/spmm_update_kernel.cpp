@@ -1,4 +1,6 @@
-// CPU kernels of spmm_update and spmm_update_backward.
+// CPU kernels of spmm_update and spmm_update_backward. Arguments were checked by the public
+// ops (spmm_update.cpp) except index values (CSR, batch ids, the dropout seed), checked here
+// before any write.
 //
 // Forward: one pass over the CSR rows (graph_impl.h) writes x_new (and act_out when the
 // backward needs it) and per-row squared sums; rows fold into per-sample residuals in row
@@ -36,9 +38,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_cpu(
     double dropout, const c10::optional<at::Tensor>& seed,
     const c10::optional<at::Tensor>& batch_in, int64_t num_samples,
     const c10::optional<at::Tensor>& frozen_in, bool return_norm, bool save_act) {
-  check_graph_args("spmm_update", rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h_in);
-  check_spmm_update_args(h_in, x_in, alpha, bias, act, negative_slope, dropout, seed, batch_in,
-                         num_samples, frozen_in);
   const int64_t n = h_in.size(0), f = h_in.size(1);
   const Csr a = make_csr(rowptr, col, weight, at::Tensor(), n);
   graph_cpu::check_csr_values(a, n, "spmm_update");
@@ -59,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_cpu(
   p.alpha = alpha;
   p.act = parse_act(act);
   p.slope = negative_slope;
-  p.drop = graph_cpu::dropout_params(dropout, seed);
+  p.drop = graph_cpu::dropout_params(dropout, seed, "spmm_update");
   p.batch = batch.has_value() ? batch->const_data_ptr<int64_t>() : nullptr;
   p.frozen = frozen.has_value() ? frozen->const_data_ptr<bool>() : nullptr;
   graph_cpu::kernels().update_forward(p);
@@ -99,17 +98,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
     const c10::optional<at::Tensor>& batch_in, const c10::optional<at::Tensor>& frozen_in,
     bool need_h, bool need_x, bool need_weight, bool need_bias) {
   const char* op = "spmm_update_backward";
-  check_graph_args(op, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, grad_in);
   const int64_t num_samples = frozen_in.has_value() ? frozen_in->size(0) : 1;
-  check_spmm_update_args(grad_in, grad_in, alpha, c10::nullopt, act, negative_slope, dropout,
-                         seed, batch_in, batch_in.has_value() ? num_samples : 1, frozen_in);
   const graph_cpu::Act a = parse_act(act);
   const int64_t n = grad_in.size(0), f = grad_in.size(1), e = col.size(0);
-  if (a != graph_cpu::Act::kIdentity) {
-    TORCH_CHECK_VALUE(act_out.has_value() && act_out->sizes() == grad_in.sizes() &&
-                          act_out->scalar_type() == grad_in.scalar_type(),
-                      op, ": act_out must be shaped like grad for act='", act, "'");
-  }
   const c10::optional<at::Tensor> batch = contiguous_opt(batch_in);
   const c10::optional<at::Tensor> frozen = contiguous_opt(frozen_in);
   if (batch.has_value() && frozen.has_value()) check_batch_ids(*batch, num_samples, "spmm_update_backward: batch");
@@ -124,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
   p.alpha = alpha;
   p.act = a;
   p.slope = negative_slope;
-  p.drop = graph_cpu::dropout_params(dropout, seed);
+  p.drop = graph_cpu::dropout_params(dropout, seed, op);
   p.batch = batch.has_value() ? batch->const_data_ptr<int64_t>() : nullptr;
   p.frozen = frozen.has_value() ? frozen->const_data_ptr<bool>() : nullptr;
   graph_cpu::kernels().update_backward_rows(p);
@@ -138,9 +129,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
     graph_cpu::kernels().gather({t, p.gp, gh, at::Tensor(), false});
   }
   if (need_weight) {
-    TORCH_CHECK_VALUE(h.has_value() && h->sizes() == grad_in.sizes() &&
-                          h->scalar_type() == grad_in.scalar_type() && weight.has_value(),
-                      op, ": need_weight needs weight and h shaped like grad");
     const Csr c = make_csr(rowptr, col, weight, at::Tensor(), n);
     graph_cpu::check_csr_values(c, n, op);
     gw = at::empty({e}, opts.dtype(acc));
@@ -157,8 +145,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spmm_update_backward_
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastpicard, CPU, m) {
-  m.impl("spmm_update", &spmm_update_cpu);
-  m.impl("spmm_update_backward", &spmm_update_backward_cpu);
+  m.impl("_spmm_update", &spmm_update_cpu);
+  m.impl("_spmm_update_backward", &spmm_update_backward_cpu);
 }
 
 }  // namespace fastpicard

@@ -10,6 +10,7 @@ BENCHMARKS = {
     "solver": "solver",
     "models": "models",
     "graph": "graph",
+    "spmm": "spmm",
 }
 
 

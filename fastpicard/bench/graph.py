@@ -1,6 +1,6 @@
 """graph: one PIGN step (hidden 64, GEMM included) with the fused spmm_update vs PyG and torch.
 
-Per graph (Cora, PubMed from the Planetoid raw files, a large random graph), one step
+Per graph (Cora, PubMed through fastpicard.datasets, a large random graph), one step
 ``x_new = a*x + (1-a)*relu(Â·(x·W) + b)`` with its residual ``‖x_new - x‖``:
     fused       fastpicard.ops.spmm_update on a prebuilt fastpicard.Graph
     pyg         (a) PyG GCNConv on edge_index (normalises every call) + relu + smoothing + norm
@@ -16,13 +16,12 @@ speedup of fused over each peer; rows go to the CSV.
 from __future__ import annotations
 
 import os
-import pickle
-from pathlib import Path
 
 import torch
 
 from ..graph import Graph
 from ..ops import spmm_update
+from .data import add_data_argument, load_planetoid
 from .timing import append_csv, interleaved_medians, print_table
 
 HIDDEN = 64
@@ -32,9 +31,7 @@ ALPHA = 0.5
 def add_arguments(p):
     p.add_argument("--graphs", default="Cora,PubMed,large",
                    help="comma-separated: Cora, CiteSeer, PubMed, large")
-    p.add_argument("--data", default=None,
-                   help="folder holding planetoid/<Name>/raw (default: $FASTPICARD_DATA, "
-                        "../shared/data beside the project, /work/shared/data)")
+    add_data_argument(p)
     p.add_argument("--large-nodes", type=float, default=1e6)
     p.add_argument("--large-edges", type=float, default=1e7)
     p.add_argument("--modes", default="fwd,fwd+bwd", help="fwd, fwd+bwd")
@@ -44,28 +41,18 @@ def add_arguments(p):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def find_data(path):
-    here = Path(__file__).resolve().parents[2]
-    candidates = [path, os.environ.get("FASTPICARD_DATA"), here / ".." / "shared" / "data",
-                  "/work/shared/data"]
-    for c in candidates:
-        if c and (Path(c) / "planetoid").is_dir():
-            return Path(c)
-    raise FileNotFoundError("no planetoid data found; pass --data (folder with planetoid/)")
-
-
-def planetoid_edges(root: Path, name: str):
-    """edge_index of a Planetoid graph from its raw ``ind.<name>.graph`` adjacency dict, as
-    PyG builds it (self loops removed, duplicates merged), and the node count."""
-    with open(root / "planetoid" / name / "raw" / f"ind.{name.lower()}.graph", "rb") as f:
-        adj = pickle.load(f, encoding="latin1")
-    src = [int(k) for k, vs in adj.items() for _ in vs]
-    dst = [int(v) for vs in adj.values() for v in vs]
-    ei = torch.tensor([src, dst], dtype=torch.int64)
-    ei = ei[:, ei[0] != ei[1]]
-    n = int(ei.max()) + 1
-    key = torch.unique(ei[0] * n + ei[1])
-    return torch.stack([key // n, key % n]), n
+def graph_input(name, args):
+    """(edge_index, num_nodes, label, reps) of a benchmark graph: a Planetoid graph through
+    fastpicard.datasets, or "large" (a random graph of --large-nodes / --large-edges, a third
+    of the repetitions); None when the data is missing."""
+    if name == "large":
+        n_nodes, n_edges = int(args.large_nodes), int(args.large_edges)
+        edge_index, n = random_edges(n_nodes, n_edges)
+        return edge_index, n, f"random {n_nodes:.0e}/{n_edges:.0e}", max(3, args.reps // 3)
+    data = load_planetoid(name, args.data)
+    if data is None:
+        return None
+    return data.edge_index, data.num_nodes, data.name, args.reps
 
 
 def random_edges(n: int, e: int, seed: int = 0):
@@ -134,18 +121,11 @@ def run(args):
     device = torch.device(args.device)
     modes = args.modes.split(",")
     rows = []
-    data = None
     for name in args.graphs.split(","):
-        if name == "large":
-            n_nodes, n_edges = int(args.large_nodes), int(args.large_edges)
-            edge_index, n = random_edges(n_nodes, n_edges)
-            label = f"random {n_nodes:.0e}/{n_edges:.0e}"
-            reps = max(3, args.reps // 3)
-        else:
-            data = data or find_data(args.data)
-            edge_index, n = planetoid_edges(data, name)
-            label = name
-            reps = args.reps
+        loaded = graph_input(name, args)
+        if loaded is None:
+            continue
+        edge_index, n, label, reps = loaded
         graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(device)
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(n, HIDDEN, generator=gen).to(device)

@@ -9,9 +9,7 @@
 """
 from __future__ import annotations
 
-import os
 import statistics
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +17,7 @@ from torch import nn
 
 from ..datasets import planetoid
 from ..nn import ANIE, PIGN, FieldViT, IterativeViT
+from .data import add_data_argument, load_planetoid
 from .timing import append_csv, interleaved_medians, print_table
 
 PARTS = ("speed", "accuracy", "vit")
@@ -34,33 +33,11 @@ def add_arguments(p):
     p.add_argument("--datasets", default="Cora,PubMed")
     p.add_argument("--hidden", default="32,64")
     p.add_argument("--iterations", type=int, default=8)
-    p.add_argument("--data", default=None,
-                   help="folder with PubMed raw files (default: FASTPICARD_DATA or "
-                        "../shared/data/planetoid)")
+    add_data_argument(p)
     p.add_argument("--seeds", type=int, default=10, help="seeds for the accuracy runs")
     p.add_argument("--convs", default="gcn,gat", help="convs for the accuracy runs")
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _planetoid_root(arg):
-    cands = [Path(arg)] if arg else []
-    if "FASTPICARD_DATA" in os.environ:
-        cands.append(Path(os.environ["FASTPICARD_DATA"]) / "planetoid")
-    here = Path(__file__).resolve().parents[2]
-    cands += [Path.cwd().parent / "shared/data/planetoid", here.parent / "shared/data/planetoid",
-              here.parent.parent / "shared/data/planetoid"]
-    return next((c for c in cands if c.is_dir()), None)
-
-
-def _load(name, args):
-    if name.lower() in ("cora", "citeseer"):
-        return planetoid(name, normalize=True)
-    root = _planetoid_root(args.data)
-    if root is None:
-        print(f"skipping {name}: no Planetoid data folder (pass --data)")
-        return None
-    return planetoid(name, root=root, normalize=True)
 
 
 class PlainPIGN(nn.Module):
@@ -115,7 +92,7 @@ def _forward_fn(model, data):
 def run_speed(args, device):
     rows = []
     for name in args.datasets.split(","):
-        data = _load(name, args)
+        data = load_planetoid(name, args.data, normalize=True)
         if data is None:
             continue
         data = data.to(device)
@@ -176,7 +153,7 @@ def run_vit(args, device):
     rows = []
     torch.manual_seed(0)
     vit = FieldViT(2, 1, 32, 4, dim=64, depth=4, heads=4).to(device)
-    it = IterativeViT(vit, n_iter=3, lam=0.5)
+    it = IterativeViT(vit, max_iter=3, alpha=0.5)
     x = torch.randn(16, 2, 32, 32, device=device)
 
     def plain_vit():

@@ -6,12 +6,20 @@ transformer over space-time tokens: each token carries the current solution on o
 operator ``∫ K(s, t, y(t)) dt``. ``f`` is the initial condition lifted over the time grid.
 The equation is solved with the smoothed Picard iteration through ``fastpicard.picard``.
 
-Differences from the authors' solver (emazap7/ANIE): this returns the smoothed iterate after
-``max_iter`` applications of T (theirs returns ``f + T(y)`` after one more), T has no residual
-connection of its own, and gradients flow through every iteration (``backward="unroll"``;
-theirs detaches the input of each iteration by default — ``backward="phantom"`` or
-``"implicit"`` with a ``tol`` are the cheap alternatives here). Attention weighs time points
-equally (1/n), whatever the grid spacing.
+Two formulations (``formulation=``), with A = proj ∘ blocks ∘ lift the transformer on tokens:
+
+* ``"fastpicard"`` (default): T(y) = A(y), pre-norm blocks with a GELU feed-forward, Galerkin
+  keys and values layer-normalised, a final layer norm before proj; y_0 = f,
+  y_{k+1} = α y_k + (1-α)(f + T(y_k)), and the answer is y_n (n = ``max_iter``).
+* ``"authors"`` (emazap7/ANIE, the configuration of their Navier–Stokes runs): T(y) = y + A(y)
+  (the residual is inside T), post-norm blocks ``n(x + attn(x))``, ``n(x + relu-mlp(x))``, no
+  K/V layer norm and no final norm; the same iteration, and the answer is ``f + T(y_n)``
+  (one more application of T after the loop).
+
+Both backpropagate through every iteration with the default fixed schedule (the authors keep
+gradients through every iteration in their spatial solver); ``backward="phantom"`` or
+``"implicit"`` with a ``tol`` are the cheap alternatives. Attention weighs time points equally
+(1/n), whatever the grid spacing.
 """
 from __future__ import annotations
 
@@ -21,15 +29,19 @@ from torch import nn
 from ._solve import check_count, check_fraction, check_solver_opts, check_tol, iterate
 from .attention import ATTENTIONS, Block
 
+FORMULATIONS = ("fastpicard", "authors")
+
 
 class ANIE(nn.Module):
     """``ANIE(channels, *, width=64, heads=4, depth=2, attention="galerkin", patch_size=None,
-    alpha=0.5, max_iter=3, tol=None, **solver_opts)``; ``ANIE(...)(x_init, t_grid) -> y``.
+    alpha=0.5, max_iter=3, tol=None, formulation="fastpicard", **solver_opts)``;
+    ``ANIE(...)(x_init, t_grid) -> y``.
 
     Args:
         channels: channels C of the state.
         width, heads, depth, mlp_ratio, dropout: the transformer T.
         attention: "galerkin" (softmax-free linear attention, the authors' default) or "softmax".
+        formulation: "fastpicard" or "authors" (see the module docstring).
         patch_size: None for state vectors (``x_init`` [B, C], one token per time point); an
             int p for 2-D fields (``x_init`` [B, C, H, W]), one token per time point and p×p
             spatial patch (p=1: one per grid point).
@@ -45,7 +57,7 @@ class ANIE(nn.Module):
     def __init__(self, channels: int, *, width: int = 64, heads: int = 4, depth: int = 2,
                  attention: str = "galerkin", patch_size: int | None = None,
                  mlp_ratio: float = 2.0, dropout: float = 0.0, alpha: float = 0.5,
-                 max_iter: int = 3, tol=None, **solver_opts):
+                 max_iter: int = 3, tol=None, formulation: str = "fastpicard", **solver_opts):
         super().__init__()
         self.channels = check_count("ANIE", "channels", channels)
         width = check_count("ANIE", "width", width)
@@ -60,14 +72,19 @@ class ANIE(nn.Module):
         self.max_iter = check_count("ANIE", "max_iter", max_iter)
         self.tol = check_tol("ANIE", tol)
         self.solver_opts = check_solver_opts("ANIE", solver_opts, self.tol)
-        self.attention = attention
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"ANIE: formulation must be one of {FORMULATIONS}, got "
+                             f"{formulation!r}")
+        self.attention, self.formulation = attention, formulation
+        authors = formulation == "authors"
         # token features: the state on the token's patch, time, and (for fields) 2 coordinates
         p = self.patch_size
         token = channels + 1 if p is None else channels * p * p + 3
         self.lift = nn.Linear(token, width)
-        self.blocks = nn.ModuleList(Block(width, heads, attention, mlp_ratio, dropout)
-                                    for _ in range(depth))
-        self.norm = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            Block(width, heads, attention, mlp_ratio, dropout, wiring="post" if authors else "pre",
+                  act="relu" if authors else "gelu", kv_norm=not authors) for _ in range(depth))
+        self.norm = nn.Identity() if authors else nn.LayerNorm(width)
         self.proj = nn.Linear(width, token - (1 if p is None else 3))
         self.last_stats = None
 
@@ -98,17 +115,23 @@ class ANIE(nn.Module):
         return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, n, c, h, w)
 
     def operator(self, y: torch.Tensor, t_grid: torch.Tensor) -> torch.Tensor:
-        """T(y): the integral term, same shape as y ([B, T, C] or [B, T, C, H, W])."""
+        """T(y): the integral term, same shape as y ([B, T, C] or [B, T, C, H, W]); with the
+        authors' formulation it includes their residual, T(y) = y + A(y)."""
         t = t_grid.to(device=y.device, dtype=y.dtype).expand(y.shape[0], y.shape[1])
-        return self._t_points(y, t) if self.patch_size is None else self._t_field(y, t)
+        a = self._t_points(y, t) if self.patch_size is None else self._t_field(y, t)
+        return y + a if self.formulation == "authors" else a
 
     # ------------------------------------------------------------ solve y = f + T(y)
     def forward(self, x_init: torch.Tensor, t_grid: torch.Tensor) -> torch.Tensor:
         want = 2 if self.patch_size is None else 4
+        if isinstance(x_init, torch.Tensor) and not x_init.is_floating_point():
+            raise TypeError(f"ANIE: x_init must be a floating-point tensor, got {x_init.dtype}")
         if not isinstance(x_init, torch.Tensor) or x_init.dim() != want:
             raise ValueError(f"ANIE: x_init must be {'[B, C]' if want == 2 else '[B, C, H, W]'} "
                              f"(patch_size={self.patch_size}), got "
                              f"{tuple(getattr(x_init, 'shape', ()))}")
+        if x_init.shape[0] == 0:
+            raise ValueError(f"ANIE: x_init has an empty batch (shape {tuple(x_init.shape)})")
         if x_init.shape[1] != self.channels:
             raise ValueError(f"ANIE: x_init has {x_init.shape[1]} channels, the model "
                              f"{self.channels}")
@@ -120,10 +143,12 @@ class ANIE(nn.Module):
                 t_grid.dim() == 2 and t_grid.shape[0] != x_init.shape[0]) or t_grid.shape[-1] < 1:
             raise ValueError(f"ANIE: t_grid must be [T] or [B={x_init.shape[0]}, T], got "
                              f"{tuple(getattr(t_grid, 'shape', ()))}")
+        if t_grid.is_complex() or t_grid.dtype == torch.bool:
+            raise TypeError(f"ANIE: t_grid must hold real times, got {t_grid.dtype}")
         n = t_grid.shape[-1]
         # f: the initial condition lifted over the time grid
         f = x_init.unsqueeze(1).expand(x_init.shape[0], n, *x_init.shape[1:])
         y, self.last_stats = iterate(
             lambda y: f + self.operator(y, t_grid), f.contiguous(), alpha=self.alpha,
             tol=self.tol, max_iter=self.max_iter, batch="leading", opts=self.solver_opts)
-        return y
+        return f + self.operator(y, t_grid) if self.formulation == "authors" else y

@@ -1,5 +1,6 @@
 """IterativeViT: a pretrained (or fresh) ViT whose whole block stack becomes the operator T of a
-smoothed Picard iteration ``x_{i+1} = (1-λ)·T(x_i) + λ·x_i`` on the token sequence.
+smoothed Picard iteration ``x_{i+1} = (1-α)·T(x_i) + α·x_i`` on the token sequence (the paper's
+λ is the solver's α).
 
 Supported backbones: Hugging Face ``ViTModel`` / ``ViTForImageClassification``, timm
 ``VisionTransformer`` (recognised by ``blocks`` + ``patch_embed``) and fastpicard's
@@ -8,6 +9,8 @@ token, final norm, pooler and head stay the wrapped model's, and ``state_dict`` 
 wrapped model's own, so pretrained weights load unchanged.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -111,16 +114,27 @@ def _adapter(model) -> _Adapter:
                     "or a module with embed/blocks/decode (e.g. fastpicard.nn.FieldViT)")
 
 
+_WARNED: set = set()
+
+
+def _deprecated(old: str, new: str) -> None:
+    if old not in _WARNED:  # once per process
+        _WARNED.add(old)
+        warnings.warn(f"IterativeViT: {old} is deprecated, use {new} (the name PIGN, ANIE and "
+                      "fastpicard.picard use)", FutureWarning, stacklevel=3)
+
+
 class IterativeViT(nn.Module):
-    """``IterativeViT(vit, n_iter=3, lam=0.5, tol=None, **solver_opts)``.
+    """``IterativeViT(vit, max_iter=3, alpha=0.5, tol=None, **solver_opts)``.
 
     Args:
         vit: the backbone (see the module docstring); it is used in place, not copied.
-        n_iter: iterations of the block stack (``max_iter`` of the solver); ``n_iter=1, lam=0``
-            reproduces the wrapped model exactly.
-        lam: smoothing λ in [0, 1) (the solver's ``alpha``).
-        tol: None runs exactly ``n_iter`` iterations; a float stops each sample early once its
-            token residual falls below it.
+        max_iter: iterations of the block stack; ``max_iter=1, alpha=0`` reproduces the wrapped
+            model exactly.
+        alpha: smoothing in [0, 1), the paper's λ in ``x_{i+1} = (1-λ)T(x_i) + λx_i``.
+        tol: None runs exactly ``max_iter`` iterations; a float stops each sample early once
+            its token residual falls below it.
+        n_iter, lam: deprecated names of ``max_iter`` and ``alpha`` (they warn once).
         **solver_opts: passed to ``fastpicard.picard`` (``backward``, ``solver``,
             ``check_every``, ...).
 
@@ -128,18 +142,35 @@ class IterativeViT(nn.Module):
     ``last_stats`` holds the solver statistics of the latest call.
     """
 
-    def __init__(self, vit: nn.Module, n_iter: int = 3, lam: float = 0.5, tol=None, **solver_opts):
+    def __init__(self, vit: nn.Module, max_iter: int = 3, alpha: float = 0.5, tol=None, *,
+                 n_iter=None, lam=None, **solver_opts):
         super().__init__()
         self._adapter = _adapter(vit)
         self.model = vit
-        self.n_iter = check_count("IterativeViT", "n_iter", n_iter)
-        self.lam = check_fraction("IterativeViT", "lam", lam)
+        if n_iter is not None:
+            _deprecated("n_iter=", "max_iter=")
+            max_iter = n_iter
+        if lam is not None:
+            _deprecated("lam=", "alpha=")
+            alpha = lam
+        self.max_iter = check_count("IterativeViT", "max_iter", max_iter)
+        self.alpha = check_fraction("IterativeViT", "alpha", alpha)
         self.tol = check_tol("IterativeViT", tol)
         self.solver_opts = check_solver_opts("IterativeViT", solver_opts, self.tol)
         self.last_stats = None
         # state_dict keys are the wrapped model's own: drop / restore the "model." prefix
         self.register_state_dict_post_hook(_strip_prefix)
         self.register_load_state_dict_pre_hook(_add_prefix)
+
+    @property
+    def n_iter(self) -> int:
+        _deprecated(".n_iter", ".max_iter")
+        return self.max_iter
+
+    @property
+    def lam(self) -> float:
+        _deprecated(".lam", ".alpha")
+        return self.alpha
 
     @property
     def backbone(self) -> str:
@@ -161,7 +192,7 @@ class IterativeViT(nn.Module):
                                 f"{unknown}; supported: {list(allowed)}")
         tokens = self._adapter.embed(x, **kwargs)
         tokens, self.last_stats = iterate(
-            self.operator, tokens, alpha=self.lam, tol=self.tol, max_iter=self.n_iter,
+            self.operator, tokens, alpha=self.alpha, tol=self.tol, max_iter=self.max_iter,
             batch="leading", opts=self.solver_opts)
         return self._adapter.finish(tokens, **kwargs)
 

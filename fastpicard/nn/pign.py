@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -134,9 +133,11 @@ class PIGN(nn.Module):
             ``check_every``, ...).
 
     ``forward(x, edge_index, batch=None)`` returns the decoder's output per node; on the fused
-    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph`` (needed under
-    ``torch.compile``: building one reads the graph's size from the device). ``last_stats``
-    holds the solver statistics of the latest call.
+    path ``edge_index`` may also be a prebuilt ``fastpicard.Graph``, used as is (the explicit
+    way to reuse one: no per-call comparison or host read; needed under ``torch.compile``,
+    where building one reads the graph's size from the device). For an edge_index tensor the
+    Graph is rebuilt whenever its values change (compared with a copy every call).
+    ``last_stats`` holds the solver statistics of the latest call.
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
@@ -192,7 +193,7 @@ class PIGN(nn.Module):
 
             contractive(self.conv, self.lipschitz)
         self.last_stats = None
-        self._graph_cache = (None, None, None)  # (weakref to edge_index, its version, Graph)
+        self._graph_cache = None  # (a copy of the last edge_index, its Graph)
 
     def _can_fuse(self) -> bool:
         return isinstance(self.act, str) and _graph_api() is not None and fusable_gcn(self.conv)
@@ -202,10 +203,12 @@ class PIGN(nn.Module):
         return self.fused is not False and self._can_fuse()
 
     def _graph(self, edge_index, num_nodes: int, dtype: torch.dtype):
-        """The fastpicard.Graph of edge_index, built once and reused while the same tensor
-        (same object, unmodified) comes back, as PyG's ``cached=True`` does. Weights in
-        float64 for float64 features. An inference tensor has no version counter to tell an
-        in-place edit: its Graph is built anew each call."""
+        """The fastpicard.Graph to iterate on. A Graph passed in is used as is: build one once
+        to reuse it explicitly (no check per call, no host read; needed under torch.compile).
+        For an edge_index tensor the previous call's Graph is reused only while edge_index
+        holds the same values, compared with a private copy (one pass over the indices, and a
+        host read): edits through .data, numpy or inference mode, which bump no version
+        counter, are seen too. Weights in float64 for float64 features."""
         graph_cls = _graph_api()[0]
         if isinstance(edge_index, graph_cls):
             if edge_index.num_nodes != num_nodes:
@@ -213,15 +216,14 @@ class PIGN(nn.Module):
                                  f"{num_nodes} rows")
             return edge_index
         wdtype = torch.float64 if dtype == torch.float64 else torch.float32
-        trackable = isinstance(edge_index, torch.Tensor) and not edge_index.is_inference()
-        ref, version, graph = self._graph_cache
-        if trackable and ref is not None and ref() is edge_index and \
-                version == edge_index._version and graph.num_nodes == num_nodes and \
-                graph.weight.dtype == wdtype:
-            return graph
+        if self._graph_cache is not None and isinstance(edge_index, torch.Tensor):
+            seen, graph = self._graph_cache
+            if graph.num_nodes == num_nodes and graph.weight.dtype == wdtype and \
+                    seen.shape == edge_index.shape and seen.dtype == edge_index.dtype and \
+                    seen.device == edge_index.device and torch.equal(seen, edge_index):
+                return graph
         graph = graph_cls.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
-        if trackable:
-            self._graph_cache = (weakref.ref(edge_index), edge_index._version, graph)
+        self._graph_cache = (edge_index.detach().clone(), graph)
         return graph
 
     def _act(self, x):

@@ -1,8 +1,9 @@
 """``fastpicard.ops.spmm``: sparse aggregation over a :class:`fastpicard.Graph`.
 
-The op ``fastpicard::spmm`` is defined in C++ (schema, CPU kernel, autograd over the
-transposed CSR); this module adds its CUDA kernel (Triton), its fake kernel, and the public
-function that validates arguments, unpacks the Graph and picks the backend.
+The ops ``fastpicard::spmm`` / ``spmm_backward`` are defined in C++: their only kernel checks
+the arguments and calls the internal ``_spmm`` / ``_spmm_backward`` (CPU kernels and autograd
+over the transposed CSR in C++). This module registers the internal ops' CUDA kernels (Triton)
+and fake kernels, and the public function, which unpacks the Graph and picks the backend.
 """
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from . import reference as _reference
 from .reference.picard_update import stat_dtype
 
 REDUCES = ("sum", "mean", "max")
-_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def _triton():
-    from ..kernels import spmm as k  # lazily: triton is optional on CPU
+def _kernels():
+    from ..kernels import checks, spmm  # lazily: triton is optional on CPU
 
-    return k
+    return checks, spmm
+
+
+def contiguous(*ts):
+    """The Triton launchers read every tensor as contiguous memory."""
+    return tuple(None if t is None else t.contiguous() for t in ts)
 
 
 # ---------------------------------------------------------------- dispatcher registrations
@@ -39,65 +44,38 @@ def _fake_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
 
 
 def _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
-    return _triton().spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce)
+    checks, k = _kernels()
+    rowptr, col, weight = contiguous(rowptr, col, weight)
+    checks.check("spmm", csr=(rowptr, col, h.shape[0], None))
+    return k.spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce)
 
 
 def _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg, reduce,
                      need_h, need_weight):
-    return _triton().spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
-                                   h, arg, reduce, need_h, need_weight)
+    checks, k = _kernels()
+    rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight = contiguous(
+        rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight)
+    n = grad.shape[0]
+    if need_h:
+        checks.check("spmm_backward (transposed graph)", csr=(t_rowptr, t_col, n, t_perm))
+    if need_weight:
+        checks.check("spmm_backward", csr=(rowptr, col, n, None))
+    return k.spmm_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg,
+                           reduce, need_h, need_weight)
 
 
 if _ext.available:
-    torch.library.register_fake("fastpicard::spmm")(_fake)
-    torch.library.register_fake("fastpicard::spmm_backward")(_fake_backward)
+    torch.library.register_fake("fastpicard::_spmm")(_fake)
+    torch.library.register_fake("fastpicard::_spmm_backward")(_fake_backward)
     if _backend.triton_available():
-        torch.library.impl("fastpicard::spmm", "CUDA")(_triton_forward)
-        torch.library.impl("fastpicard::spmm_backward", "CUDA")(_triton_backward)
+        _backend.register_triton("_spmm", _triton_forward)
+        _backend.register_triton("_spmm_backward", _triton_backward)
 
 
-class _TritonDirect(torch.autograd.Function):
-    """The Triton kernels on CPU tensors (interpreter), outside the dispatcher."""
-
-    @staticmethod
-    def forward(ctx, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce):
-        out, arg = _triton_forward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h,
-                                   reduce)
-        need_w = weight is not None and weight.requires_grad
-        ctx.reduce = reduce
-        ctx.save_for_backward(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight,
-                              h if need_w else None, arg)
-        ctx.mark_non_differentiable(arg)
-        return out, arg
-
-    @staticmethod
-    def backward(ctx, grad, _grad_arg):
-        rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, arg = ctx.saved_tensors
-        need_h, need_w = ctx.needs_input_grad[7], ctx.needs_input_grad[2]
-        gh, gw = _triton_backward(grad, rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h,
-                                  arg, ctx.reduce, need_h, need_w)
-        return (None, None, gw if need_w else None, None, None, None, None,
-                gh if need_h else None, None)
-
-
-# ---------------------------------------------------------------- argument checks
+# ---------------------------------------------------------------- arguments
 def check_graph(graph, op: str) -> None:
     if not isinstance(graph, Graph):
         raise TypeError(f"{op}: graph must be a fastpicard.Graph, got {type(graph).__name__}")
-
-
-def check_features(graph: Graph, t, name: str, op: str) -> None:
-    """t must be a float tensor [num_nodes, F] on the graph's device."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOATS:
-        raise TypeError(f"{op}: {name} must be float32/float16/bfloat16/float64, got {t.dtype}")
-    if t.dim() != 2 or t.shape[0] != graph.num_nodes:
-        raise ValueError(f"{op}: {name} must have shape [num_nodes={graph.num_nodes}, features], "
-                         f"got {tuple(t.shape)}")
-    if t.device != graph.device:
-        raise ValueError(f"{op}: {name} is on {t.device} but the graph is on {graph.device} "
-                         "(use graph.to(device))")
 
 
 def graph_tensors(graph: Graph, dtype: torch.dtype):
@@ -119,20 +97,20 @@ def spmm(graph: Graph, h: torch.Tensor, reduce: str = "sum", *, backend=None) ->
 
     Args:
         graph: a :class:`fastpicard.Graph`.
-        h: node features [num_nodes, F], float32/float16/bfloat16/float64.
+        h: node features [num_nodes, F], float32/float16/bfloat16/float64, on the graph's device.
         reduce: "sum", "mean" or "max".
         backend: None (device decides), "cpp", "triton" or "reference".
     """
     check_graph(graph, "spmm")
-    check_features(graph, h, "h", "spmm")
-    if reduce not in REDUCES:
-        raise ValueError(f"spmm: reduce must be one of {REDUCES}, got {reduce!r}")
+    h = _backend.tensor("spmm", "h", h)
+    if not isinstance(reduce, str):
+        raise TypeError(f"spmm: reduce must be one of {REDUCES}, got {type(reduce).__name__}")
     args = graph_tensors(graph, h.dtype) + (h, reduce)
     route = _backend.resolve(backend, h.device, "spmm")
-    if route == "dispatch":
+    if route == "dispatch":  # the op checks its arguments
         out, _ = torch.ops.fastpicard.spmm(*args)
-    elif route == "triton-direct":
-        out, _ = _TritonDirect.apply(*args)
     else:
+        if _ext.available:  # the same checks as the op's
+            torch.ops.fastpicard.spmm_check(*args)
         out, _ = _reference.spmm(*args)
     return out

@@ -20,7 +20,6 @@ class Anderson:
         self.batch, self.S, self.leading = batch, num_samples, leading
         self.xs: list[torch.Tensor] = []
         self.gs: list[torch.Tensor] = []
-        self.fallbacks = 0  # steps where some sample fell back (counted only when read)
 
     def _per_sample(self, rows_val):
         """Sum per-row values [rows, ...] into per-sample values [S, ...]."""
@@ -61,14 +60,19 @@ class Anderson:
         eye = torch.eye(n, dtype=acc, device=x.device)
         A = H + (self.lam * scale)[:, None, None] * eye
         ones = torch.ones(H.shape[0], n, 1, dtype=acc, device=x.device)
-        y, info = torch.linalg.solve_ex(A, ones, check_errors=False)
-        y = y[..., 0]
-        gamma = y / y.sum(-1, keepdim=True)
-        ok = (info == 0) & torch.isfinite(gamma).all(-1) & (gamma.abs().amax(-1) <= GAMMA_MAX)
+        with torch.no_grad():  # which samples can use their mixing weights
+            y, info = torch.linalg.solve_ex(A, ones, check_errors=False)
+            gamma = y[..., 0] / y[..., 0].sum(-1, keepdim=True)
+            ok = (info == 0) & torch.isfinite(gamma).all(-1) & (gamma.abs().amax(-1) <= GAMMA_MAX)
+        if A.requires_grad:
+            # Differentiate the solve only where its weights are used: a sample that falls back
+            # (e.g. frozen, with an all-zero history) would put inf/NaN into the backward of
+            # the unused torch.where branch, and 0 * NaN poisons every gradient.
+            safe = torch.linalg.solve(torch.where(ok[:, None, None], A, eye), ones)[..., 0]
+            gamma = safe / safe.sum(-1, keepdim=True)
         picard = torch.zeros_like(gamma)
         picard[:, -1] = 1.0
         gamma = torch.where(ok[:, None], gamma, picard)
-        self._last_ok = ok
         w = self._rows(gamma, x.dim()).to(x.dtype)  # [rows, n, 1..] or [n, 1..]
         mixed = (w * Gs).sum(1 if self.batch is not None else 0)
         return torch.where(active_rows, mixed, g)

@@ -2,7 +2,6 @@
 C++ (at::mm + the fused ``spmm_update`` per step, no Python per iteration)."""
 from __future__ import annotations
 
-import math
 import time
 import warnings
 
@@ -11,38 +10,23 @@ import torch
 from .. import _ext
 from ..graph import Graph
 from ..ops import _backend
-from ..ops.spmm import check_features, check_graph, graph_tensors
+from ..ops.spmm import check_graph, graph_tensors
 from ..ops.spmm_update import ACTS, spmm_update
 from . import backward as _backward
 from .picard import DivergenceError, _config, _diverge_message, _real, picard
 from .stats import PicardStats
 
 
-def _check(graph, x0, weight, bias, act, negative_slope, dropout, backward):
+def _check(graph, x0, weight, bias, act, dropout, backward):
+    """What the ops cannot see (the tensors' shapes, dtypes and devices are checked by
+    picard_gcn_loop and spmm_update themselves)."""
     op = "picard_gcn"
     check_graph(graph, op)
-    check_features(graph, x0, "x0", op)
-    F = x0.shape[1]
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"{op}: weight must be a Tensor, got {type(weight).__name__}")
-    if weight.shape != (F, F):
-        raise ValueError(f"{op}: weight must have shape [{F}, {F}] (x @ weight), got "
-                         f"{tuple(weight.shape)}")
-    if weight.dtype != x0.dtype or weight.device != x0.device:
-        raise TypeError(f"{op}: weight must match x0 (dtype {x0.dtype}, device {x0.device}), "
-                        f"got {weight.dtype} on {weight.device}")
-    if bias is not None:
-        if not isinstance(bias, torch.Tensor):
-            raise TypeError(f"{op}: bias must be a Tensor, got {type(bias).__name__}")
-        if bias.shape != (F,) or bias.dtype != x0.dtype or bias.device != x0.device:
-            raise ValueError(f"{op}: bias must be [{F}] like x0 (dtype {x0.dtype}, device "
-                             f"{x0.device}), got {tuple(bias.shape)} {bias.dtype} {bias.device}")
+    _backend.tensor(op, "x0", x0)
+    _backend.tensor(op, "weight", weight)
+    _backend.tensor(op, "bias", bias, optional=True)
     if act not in ACTS:
         raise ValueError(f"{op}: act must be one of {ACTS}, got {act!r}")
-    if not (0.0 <= negative_slope < math.inf):
-        raise ValueError(f"{op}: negative_slope must be finite and >= 0, got {negative_slope}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"{op}: dropout must lie in [0, 1), got {dropout}")
     if dropout > 0 and backward != "unroll":
         raise ValueError(f"{op}: dropout > 0 makes the layer random, so it has no fixed point "
                          f"to differentiate implicitly: use backward='unroll', got {backward!r}")
@@ -68,7 +52,7 @@ def picard_gcn(graph: Graph, x0, weight, *, bias=None, act="relu", negative_slop
         ``(x_star, stats)`` like :func:`fastpicard.picard`.
     """
     negative_slope, dropout = _real("negative_slope", negative_slope), _real("dropout", dropout)
-    _check(graph, x0, weight, bias, act, negative_slope, dropout, backward)
+    _check(graph, x0, weight, bias, act, dropout, backward)
 
     def fn(x):  # T(x) by the same fused kernel (alpha = 0 returns z itself)
         return spmm_update(graph, x @ weight, x, 0.0, bias=bias, act=act,

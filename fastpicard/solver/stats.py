@@ -67,26 +67,34 @@ class PicardStats:
                 f"{self.steps} steps in {self.time * 1e3:.2f} ms"
                 + (f", Lipschitz ~{self.lipschitz:.3g}" if self.lipschitz is not None else ""))
 
-    def plot(self, ax=None, max_samples: int = 32):
-        """Residual traces on a log scale (one line per sample, up to ``max_samples``) and the
-        tolerance. Needs matplotlib; returns the Axes."""
+    def plot(self, ax=None, max_samples: int = 32, path=None):
+        """Residual traces on a log scale (one line per sample, up to ``max_samples``; diverged
+        samples in red) and the tolerance. Draws into ``ax`` if given, else a new figure;
+        ``path`` also saves it (PNG, PDF, ... by the suffix). Returns the Figure (in a script:
+        ``stats.plot(path="residuals.png")``, or ``plt.show()`` after it). Needs matplotlib."""
         try:
             import matplotlib.pyplot as plt
         except ImportError as exc:  # optional dependency
             raise ImportError("PicardStats.plot needs matplotlib (pip install matplotlib)") from exc
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+            _, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
         trace = self.trace.double()
         steps = torch.arange(1, trace.shape[0] + 1)
         for s in range(min(self.num_samples, max_samples)):
             col = trace[:, s]
             ok = torch.isfinite(col) & (col > 0)
-            ax.plot(steps[ok].tolist(), col[ok].tolist(), lw=1,
-                    color="C3" if bool(self.diverged[s]) else None)
-        ax.axhline(self.tol, color="k", ls="--", lw=0.8, label=f"tol {self.tol:g}")
+            ax.plot(steps[ok].tolist(), col[ok].tolist(), lw=1, marker="." if ok.sum() < 20
+                    else None, color="C3" if bool(self.diverged[s]) else None)
+        if self.tol > 0:  # the fixed schedule has none
+            ax.axhline(self.tol, color="k", ls="--", lw=0.8, label=f"tol {self.tol:g}")
+            ax.legend(loc="upper right", fontsize=8)
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel(f"{self.stop} residual")
-        ax.set_title(self.summary().replace("picard: ", ""), fontsize=8)
-        ax.legend(loc="upper right", fontsize=8)
-        return ax
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        # the summary, wrapped onto two lines so that it fits the axes' width
+        head, _, tail = self.summary().replace("picard: ", "").partition(", max ")
+        ax.set_title(f"{head}\nmax {tail}" if tail else head, fontsize=8)
+        if path is not None:
+            ax.figure.savefig(path)
+        return ax.figure

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ._values import check_csr
 from .picard_update import stat_dtype
 
 
@@ -48,6 +49,7 @@ def segment_max(msg, rows, n):
 
 def spmm(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, reduce="sum"):
     n, f = h.shape
+    check_csr(rowptr, col, n, "spmm")
     msg, rows = messages(rowptr, col, weight, h)
     if reduce == "max":
         out, arg = segment_max(msg, rows, n)

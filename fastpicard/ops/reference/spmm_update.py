@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._values import check_csr, check_ids
 from .picard_update import per_sample_sq, stat_dtype
 from .spmm import messages
 
@@ -56,6 +57,10 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
                 act="relu", negative_slope=0.01, dropout=0.0, seed=None, batch=None,
                 num_samples=1, frozen=None, return_norm=False, save_act=False):
     n, f = h.shape
+    check_csr(rowptr, col, n, "spmm_update")
+    check_ids(batch, num_samples, "spmm_update: batch")
+    if dropout > 0:
+        check_ids(seed, 2 ** 31, "spmm_update: seed")  # the kernels hash 31-bit words
     acc = stat_dtype(h.dtype)
     msg, rows = messages(rowptr, col, weight, h)
     pre = torch.zeros((n, f), dtype=acc, device=h.device).index_add(0, rows, msg)
