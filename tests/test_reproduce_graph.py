@@ -45,6 +45,27 @@ def test_table5_quick(tmp_path):
     assert (out / "noise_curve.png").stat().st_size > 0
     assert (out / "iterations.png").stat().st_size > 0
 
+    # --resume: an interrupted command's runs are reused, not run again
+    main(["table5", "--quick", "--workers", "1", "--out", str(out), "--resume",
+          "--models", "gcn,gat,itergnn_gcn,pign_gcn,cpign_gcn", "--parts", "table,curve"])
+    again, _, md = load(out)
+    trained = [r for r in runs["runs"] if r["part"] in ("table", "curve")]
+    assert again["runs"] == trained and "reused" in md
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    out = tmp_path / "t1"
+    main(["table1", "--quick", "--workers", "1", "--out", str(out), "--backbones", "gcn",
+          "--models", "pign"])
+    runs, _, _ = load(out)
+    main(["table1", "--quick", "--workers", "1", "--out", str(out), "--backbones", "gcn",
+          "--models", "pign", "--resume"])
+    again, _, md = load(out)
+    assert again["runs"] == runs["runs"] and "2 of them were reused" in md
+    with pytest.raises(SystemExit, match="hidden=32"):
+        main(["table1", "--quick", "--workers", "1", "--out", str(out), "--backbones", "gcn",
+              "--models", "pign", "--resume", "--hidden", "16"])
+
 
 def test_table1_quick_generated_and_lrgb_layout(tmp_path):
     out = tmp_path / "t1"

@@ -13,11 +13,13 @@ Speed notes (all measured on the 2-core development box, see docs/RESULTS.md):
 """
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
 import time
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -258,6 +260,31 @@ def run_jobs(fn, jobs: list, workers: int, threads: int | None, desc: str):
                 yield out
     if bar is not None:
         bar.close()
+
+
+class Resume:
+    """Runs an earlier invocation recorded in ``out/runs.json`` (``--resume``): a job whose key
+    is there is not run again, its record is reused. Refuses records made with other values of
+    the settings named in ``same`` (they would not be the same runs)."""
+
+    def __init__(self, out, settings: dict, same: tuple, key):
+        self.key, self.done = key, {}
+        path = Path(out) / "runs.json"
+        if not path.exists():
+            return
+        old = json.loads(path.read_text())
+        before = old.get("settings", {})
+        diff = [f"{k}={before.get(k)!r}" for k in same if before.get(k) != settings.get(k)]
+        if diff:
+            raise SystemExit(f"--resume: {path} was made with other settings: {', '.join(diff)}")
+        for rec in old.get("runs", []):
+            if "seed" in rec:  # training runs only (timings are measured again)
+                self.done[key(rec)] = rec
+
+    def split(self, jobs: list) -> tuple[list, list]:
+        """(records reused, jobs still to run)."""
+        reused = [self.done[self.key(j)] for j in jobs if self.key(j) in self.done]
+        return reused, [j for j in jobs if self.key(j) not in self.done]
 
 
 def default_workers() -> int:

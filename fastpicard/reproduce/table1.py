@@ -72,6 +72,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default: 1 with several workers)")
     p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs already in --out/runs.json (an interrupted command)")
     p.add_argument("--out", default="results/table1")
 
 
@@ -256,22 +258,38 @@ def run(args):
     graphs = tuple(int(v) for v in args.graphs.split(","))
     ks = [args.layers] if args.root else [int(k) for k in args.ks.split(",")]
     workers = args.workers if args.workers is not None else gc.default_workers()
+    # read before Report() rewrites the folder's runs.json
+    resume = gc.Resume(args.out, vars(args), SAME_RUNS, _key) if args.resume else None
     report = Report("table1", args.out, args)
+    # seed by seed: a command stopped early (and rerun with --resume) has complete seeds
     jobs = [dict(model=m, backbone=b, k=k, depth=k if args.root else 2 * k, seed=s,
                  epochs=args.epochs,
                  patience=args.patience, graphs=graphs, colors=args.colors, root=args.root,
                  batch_size=args.batch_size, args=args)
-            for k in ks for b in backbones for s in range(args.seeds) for m in models]
-    runs = []
+            for s in range(args.seeds) for k in ks for b in backbones for m in models]
+    reused, jobs = resume.split(jobs) if resume else ([], jobs)
+    runs = list(reused)
+    if reused:  # one write of runs.json for them all
+        report.runs.extend(reused[:-1])
+        report.add_run(reused[-1])
     for rec in gc.run_jobs(run_one, jobs, workers, args.threads, "table1"):
         report.add_run(rec)
         runs.append(rec)
-    report.write_markdown(_markdown(report, runs, ks, backbones, models, args))
+    report.write_markdown(_markdown(report, runs, ks, backbones, models, args, len(reused)))
     report.finish()
     return report
 
 
-def _markdown(report, runs, ks, backbones, models, args):
+# settings that change what a run computes: --resume reuses runs only where they agree
+SAME_RUNS = ("hidden", "colors", "graphs", "epochs", "patience", "lr", "dropout", "alpha",
+             "root", "layers", "batch_size", "quick")
+
+
+def _key(r):
+    return (r["model"], r["backbone"], r["k"], r["seed"], r["depth"])
+
+
+def _markdown(report, runs, ks, backbones, models, args, reused=0):
     lrgb = bool(args.root)
     metric = "macro F1" if lrgb else "accuracy %"
     scale = 1.0 if lrgb else 100.0
@@ -331,5 +349,10 @@ def _markdown(report, runs, ks, backbones, models, args):
             out.append(f"| {b.upper()} | {MODELS[m]} | " + " | ".join(cells) + " |")
     gc.plot_lines(report.figure("accuracy_vs_k.png"), panels, "range k", metric,
                   "Long-range stand-in: accuracy vs range", logx=True)
-    out += ["", "![accuracy vs k](accuracy_vs_k.png)", ""]
+    wall, cpu = (sum(r[key] for r in runs) / 60 for key in ("seconds", "cpu_seconds"))
+    out += ["", f"{len(runs)} runs: {wall:.1f} min of run wall time on the shared machine, "
+            f"{cpu:.1f} min of CPU time." + (
+                f" {reused} of them were reused from an earlier invocation of the same command "
+                "(`--resume`); the total time below is this invocation's." if reused else ""),
+            "", "![accuracy vs k](accuracy_vs_k.png)", ""]
     return "\n".join(out) + "\n"

@@ -114,6 +114,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default: 1 with several workers)")
     p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs already in --out/runs.json (an interrupted command)")
     p.add_argument("--out", default="results/table5")
 
 
@@ -235,6 +237,11 @@ def _job(part, model, config, column, seed, s):
                 seed=seed, epochs=s["epochs"], patience=s["patience"])
 
 
+def _key(r):
+    return (r["part"], r["model"], r["dataset"], r["noise"], r["seed"],
+            repr(sorted(r["config"].items())))
+
+
 def run(args):
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -243,59 +250,74 @@ def run(args):
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     s = _settings(args)
     workers = args.workers if args.workers is not None else gc.default_workers()
+    # read before Report() rewrites the folder's runs.json
+    resume = gc.Resume(args.out, vars(args), ("epochs", "patience", "quick"), _key) \
+        if args.resume else None
     report = Report("table5", args.out, args)
     columns = tuple((d, args.noise if p else 0.0) for d, p in COLUMNS)
+    reused_count = [0]
 
     def run_jobs(jobs, desc):
-        return gc.run_jobs(run_one, jobs, workers, args.threads, desc)
+        """Every job's record (reused ones first), each added to the report as it comes."""
+        reused, jobs = resume.split(jobs) if resume else ([], jobs)
+        reused_count[0] += len(reused)
+        if reused:  # one write of runs.json for them all
+            report.runs.extend(reused[:-1])
+            report.add_run(reused[-1])
+        yield from reused
+        for rec in gc.run_jobs(run_one, jobs, workers, args.threads, desc):
+            report.add_run(rec)  # rewritten after every run: an interrupted command keeps them
+            yield rec
 
     sections = []
 
+    # the search (on validation accuracy) chooses the configurations of all parts
     chosen = {(m, c): dict(MODELS[m][3]) for m in models for c in columns}
-    if "table" in parts:
-        search = {}
-        t = gc.timer()
+    search, search_cost = {}, (0, 0.0, 0.0)
+    if parts & {"table", "curve", "iterations"}:
         cand = {m: _grid(m, args.quick, args.no_search) for m in models}
         jobs = [_job("search", m, cfg, c, 10_000 + i, s) for c in columns for m in models
                 if len(cand[m]) > 1 and (c[1] > 0 or m not in PUBLISHED)
                 for cfg in cand[m] for i in range(s["search_seeds"])]
         for rec in run_jobs(jobs, "table5 search"):
-            report.add_run(rec)
             key = (rec["model"], (rec["dataset"], rec["noise"]))
             search.setdefault(key, {}).setdefault(repr(sorted(rec["config"].items())),
                                                   (rec["config"], []))[1].append(rec)
         for key, cands in search.items():
             best = max(cands.values(), key=lambda cr: statistics.mean(r["val"] for r in cr[1]))
             chosen[key] = best[0]
-        search_cost = (len(jobs), t())
-        print(f"table5: hyper-parameter search: {len(jobs)} runs in {search_cost[1] / 60:.1f} min")
+        recs = [r for cands in search.values() for cr in cands.values() for r in cr[1]]
+        search_cost = (len(recs), sum(r["seconds"] for r in recs),
+                       sum(r["cpu_seconds"] for r in recs))
+        print(f"table5: hyper-parameter search: {len(recs)} runs, {search_cost[1] / 60:.1f} min "
+              f"of run wall time, {search_cost[2] / 60:.1f} min of CPU time")
 
-        jobs = [_job("table", m, chosen[(m, c)], c, seed, s) for c in columns
-                for seed in range(s["seeds"]) for m in models]
-        table_runs = []
-        for rec in run_jobs(jobs, "table5 table"):
-            report.add_run(rec)  # rewritten after every run: an interrupted table keeps them
-            table_runs.append(rec)
-        sections.append(_table_markdown(models, columns, table_runs, chosen, search, search_cost))
+    # the fixed-size studies first, then the table seed by seed: a command stopped early
+    # (and rerun with --resume) has its studies and complete seeds
+    iter_runs = list(run_jobs(_iterations_jobs(chosen, columns, s), "table5 iterations")) \
+        if "iterations" in parts else []
 
+    curve_runs = []
     if "curve" in parts:
-        # the table's runs are the curve's points at p = 0 and p = --noise
-        curve_runs = [r for r in report.runs if r["part"] == "table"]
-        done = {r["noise"] for r in curve_runs}
-        for p in (p for p in s["curve"] if p not in done):
-            # p > 0 runs with the configuration chosen for the noisy column
-            jobs = [_job("curve", m, chosen[(m, (d, args.noise if p > 0 else 0.0))], (d, p),
-                         seed, s)
-                    for d in ("Cora", "CiteSeer") for seed in range(s["curve_seeds"])
-                    for m in models]
-            for rec in run_jobs(jobs, f"table5 curve p={p}"):
-                report.add_run(rec)
-                curve_runs.append(rec)
+        # with the table, its runs are the curve's points at p = 0 and p = --noise
+        ps = [p for p in s["curve"] if "table" not in parts or p not in (0.0, args.noise)]
+        # p > 0 runs with the configuration chosen for the noisy column
+        jobs = [_job("curve", m, chosen[(m, (d, args.noise if p > 0 else 0.0))], (d, p),
+                     seed, s)
+                for p in ps for seed in range(s["curve_seeds"]) for d in ("Cora", "CiteSeer")
+                for m in models]
+        curve_runs = list(run_jobs(jobs, "table5 curve"))
+
+    if "table" in parts:
+        jobs = [_job("table", m, chosen[(m, c)], c, seed, s) for seed in range(s["seeds"])
+                for c in columns for m in models]
+        table_runs = list(run_jobs(jobs, "table5 table"))
+        curve_runs += table_runs
+        sections.append(_table_markdown(models, columns, table_runs, chosen, search, search_cost))
+    if "curve" in parts:
         sections.append(_curve_section(report, models, curve_runs, s["curve"]))
-
     if "iterations" in parts:
-        sections.append(_iterations_part(report, run_jobs, chosen, columns, s))
-
+        sections.append(_iterations_section(report, iter_runs, columns, s))
     if "speed" in parts:
         sections.append(_speed_part(report, args.quick))
 
@@ -303,11 +325,14 @@ def run(args):
     if recs:
         wall, cpu = (sum(r[k] for r in recs) / 60 for k in ("seconds", "cpu_seconds"))
         cores = os.cpu_count() or 1
+        again = (f" {reused_count[0]} of them were reused from an earlier invocation of the "
+                 "same command (`--resume`); the total time below is this invocation's."
+                 if reused_count[0] else "")
         sections.append(
             f"## Time\n\n{len(recs)} training runs in {workers} worker process(es): "
             f"{wall:.1f} min of run wall time on the shared machine, {cpu:.1f} min of CPU time "
             f"(all threads). Unshared, the {cores} cores would need about {cpu / cores:.1f} min "
-            "for them (CPU time / cores: the workers keep every core busy).\n")
+            f"for them (CPU time / cores: the workers keep every core busy).{again}\n")
     header = ("# Table 5: Planetoid node classification, clean and with drop-in noise\n\n"
               "Test accuracy % (mean ± std over seeds) at the epoch of best validation accuracy; "
               f"noisy columns: drop-in noise p = {args.noise}.\n")
@@ -367,7 +392,8 @@ def _table_markdown(models, columns, runs, chosen, search, search_cost):
                        f"{statistics.mean(r['epochs_run'] for r in rs):.0f} | "
                        f"{statistics.mean(r['ms_per_epoch'] for r in rs):.1f} |")
     out += ["", "### Hyper-parameters (chosen on validation accuracy)", "",
-            f"Search: {search_cost[0]} runs in {search_cost[1] / 60:.1f} min.", "",
+            f"Search: {search_cost[0]} runs, {search_cost[1] / 60:.1f} min of run wall time "
+            f"(shared machine), {search_cost[2] / 60:.1f} min of CPU time.", "",
             "| model | column | configuration | search val % |", "|---|---|---|---|"]
     for m in models:
         for j, col in enumerate(columns):
@@ -400,21 +426,22 @@ def _curve_section(report, models, runs, ps):
     return "\n".join(lines + ["", "![accuracy vs noise](noise_curve.png)", ""])
 
 
-def _iterations_part(report, run_jobs, chosen, columns, s):
+def _iterations_jobs(chosen, columns, s):
     """Plain PIGN (fixed schedule of n steps) vs contractive PIGN (early exit by tol, at most n
     steps; implicit backward from 8 steps on), GCN backbone, Cora clean and noisy."""
-    cols = [c for c in columns if c[0] == "Cora"]
     jobs = []
-    for col, n, seed in itertools.product(cols, s["iterations"], range(s["iter_seeds"])):
+    for seed, n, col in itertools.product(range(s["iter_seeds"]), s["iterations"],
+                                          [c for c in columns if c[0] == "Cora"]):
         plain = {**chosen.get(("pign_gcn", col), MODELS["pign_gcn"][3]), "iters": n}
         contr = {**chosen.get(("cpign_gcn", col), MODELS["cpign_gcn"][3]), "iters": n,
                  "tol": 1e-4, "backward": "implicit" if n >= 8 else "unroll"}
         for m, cfg in (("pign_gcn", plain), ("cpign_gcn", contr)):
             jobs.append(_job("iterations", m, cfg, col, seed, s))
-    runs = []
-    for rec in run_jobs(jobs, "table5 iterations"):
-        report.add_run(rec)
-        runs.append(rec)
+    return jobs
+
+
+def _iterations_section(report, runs, columns, s):
+    cols = [c for c in columns if c[0] == "Cora"]
     panels, lines = {}, ["## Accuracy vs iterations: plain vs contractive PIGN (GCN)", "",
                          "Plain: the paper's fixed schedule of n smoothed steps. Contractive: "
                          "`lipschitz` set, early exit at residual 1e-4 within n steps, implicit "
