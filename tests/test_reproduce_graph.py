@@ -62,6 +62,11 @@ def test_resume_refuses_other_settings(tmp_path):
           "--models", "pign", "--resume"])
     again, _, md = load(out)
     assert again["runs"] == runs["runs"] and "2 of them were reused" in md
+    # --report-only: the missing runs (stacked) are not trained, their cells stay empty
+    main(["table1", "--quick", "--workers", "1", "--out", str(out), "--backbones", "gcn",
+          "--models", "pign,stacked", "--resume", "--report-only"])
+    again, _, md = load(out)
+    assert again["runs"] == runs["runs"] and "| GCN | stacked (no iteration) | — | — |" in md
     with pytest.raises(SystemExit, match="hidden=32"):
         main(["table1", "--quick", "--workers", "1", "--out", str(out), "--backbones", "gcn",
               "--models", "pign", "--resume", "--hidden", "16"])

@@ -264,11 +264,12 @@ def run_jobs(fn, jobs: list, workers: int, threads: int | None, desc: str):
 
 class Resume:
     """Runs an earlier invocation recorded in ``out/runs.json`` (``--resume``): a job whose key
-    is there is not run again, its record is reused. Refuses records made with other values of
-    the settings named in ``same`` (they would not be the same runs)."""
+    is there is not run again, its record is reused; with ``only`` (``--report-only``) the
+    missing jobs are not run either. Refuses records made with other values of the settings
+    named in ``same`` (they would not be the same runs)."""
 
-    def __init__(self, out, settings: dict, same: tuple, key):
-        self.key, self.done = key, {}
+    def __init__(self, out, settings: dict, same: tuple, key, only: bool = False):
+        self.key, self.done, self.only = key, {}, only
         path = Path(out) / "runs.json"
         if not path.exists():
             return
@@ -284,7 +285,7 @@ class Resume:
     def split(self, jobs: list) -> tuple[list, list]:
         """(records reused, jobs still to run)."""
         reused = [self.done[self.key(j)] for j in jobs if self.key(j) in self.done]
-        return reused, [j for j in jobs if self.key(j) not in self.done]
+        return reused, [] if self.only else [j for j in jobs if self.key(j) not in self.done]
 
 
 def default_workers() -> int:
@@ -299,11 +300,13 @@ def summarize(values, scale: float = 100.0) -> dict:
     return {"mean": m * scale, "std": s * scale, "n": len(values)}
 
 
-def pm(values, scale: float = 100.0, digits: int = 1) -> str:
+def pm(values, scale: float = 100.0, digits: int = 1, seeds: int | None = None) -> str:
+    """mean ± std; with ``seeds``, a cell with another number of values says how many."""
     if not values:
         return "—"
     m, s = mean_std(values)
-    return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
+    short = "" if seeds is None or len(values) == seeds else f" (n={len(values)})"
+    return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}{short}"
 
 
 def timer():

@@ -74,6 +74,9 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs already in --out/runs.json (an interrupted command)")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing, write the tables from the runs there "
+                        "(a cell with fewer seeds says so)")
     p.add_argument("--out", default="results/table1")
 
 
@@ -259,7 +262,10 @@ def run(args):
     ks = [args.layers] if args.root else [int(k) for k in args.ks.split(",")]
     workers = args.workers if args.workers is not None else gc.default_workers()
     # read before Report() rewrites the folder's runs.json
-    resume = gc.Resume(args.out, vars(args), SAME_RUNS, _key) if args.resume else None
+    if args.report_only and not args.resume:
+        raise SystemExit("table1: --report-only needs --resume")
+    resume = gc.Resume(args.out, vars(args), SAME_RUNS, _key, args.report_only) \
+        if args.resume else None
     report = Report("table1", args.out, args)
     # seed by seed: a command stopped early (and rerun with --resume) has complete seeds
     jobs = [dict(model=m, backbone=b, k=k, depth=k if args.root else 2 * k, seed=s,
@@ -297,7 +303,7 @@ def _markdown(report, runs, ks, backbones, models, args, reused=0):
 
     def cell(b, m, k):
         v = [r["test"] for r in runs if (r["backbone"], r["model"], r["k"]) == (b, m, k)]
-        return gc.pm(v, scale, digits)
+        return gc.pm(v, scale, digits, seeds=args.seeds)
 
     out = []
     if lrgb:

@@ -116,6 +116,9 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the runs already in --out/runs.json (an interrupted command)")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing, write the tables from the runs there "
+                        "(a cell with fewer seeds says so)")
     p.add_argument("--out", default="results/table5")
 
 
@@ -251,8 +254,10 @@ def run(args):
     s = _settings(args)
     workers = args.workers if args.workers is not None else gc.default_workers()
     # read before Report() rewrites the folder's runs.json
-    resume = gc.Resume(args.out, vars(args), ("epochs", "patience", "quick"), _key) \
-        if args.resume else None
+    if args.report_only and not args.resume:
+        raise SystemExit("table5: --report-only needs --resume")
+    resume = gc.Resume(args.out, vars(args), ("epochs", "patience", "quick"), _key,
+                       args.report_only) if args.resume else None
     report = Report("table5", args.out, args)
     columns = tuple((d, args.noise if p else 0.0) for d, p in COLUMNS)
     reused_count = [0]
@@ -313,7 +318,8 @@ def run(args):
                 for c in columns for m in models]
         table_runs = list(run_jobs(jobs, "table5 table"))
         curve_runs += table_runs
-        sections.append(_table_markdown(models, columns, table_runs, chosen, search, search_cost))
+        sections.append(_table_markdown(models, columns, table_runs, chosen, search, search_cost,
+                                        s["seeds"]))
     if "curve" in parts:
         sections.append(_curve_section(report, models, curve_runs, s["curve"]))
     if "iterations" in parts:
@@ -346,7 +352,7 @@ def _cells(runs, model, col):
     return [r["test"] for r in runs if r["model"] == model and (r["dataset"], r["noise"]) == col]
 
 
-def _table_markdown(models, columns, runs, chosen, search, search_cost):
+def _table_markdown(models, columns, runs, chosen, search, search_cost, seeds):
     head = "| model | " + " | ".join(f"{n} paper | {n} ours" for n in COLUMN_NAMES) + " |"
     lines = [head, "|" + "---|" * (1 + 2 * len(columns))]
     for m in models:
@@ -354,9 +360,10 @@ def _table_markdown(models, columns, runs, chosen, search, search_cost):
         cells = []
         for j, col in enumerate(columns):
             cells.append(f"{paper[j]:.1f}" if paper else "—")
-            cells.append(gc.pm(_cells(runs, m, col)))
+            cells.append(gc.pm(_cells(runs, m, col), seeds=seeds))
         lines.append(f"| {MODELS[m][0]} | " + " | ".join(cells) + " |")
-    out = ["## Table 5 (ours beside the paper)", "", *lines, ""]
+    out = ["## Table 5 (ours beside the paper)", "", *lines, "",
+           f"{seeds} seeds per cell (a cell with another count says so: n=...).", ""]
     authors = [m for m in models if m in AUTHORS_CODE]
     if authors:
         out += ["The authors' public code on this machine (issue 10; 10 seeds, best of 3-5 "
