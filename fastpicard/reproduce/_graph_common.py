@@ -242,6 +242,8 @@ def _init_worker(threads: int) -> None:
 def run_jobs(fn, jobs: list, workers: int, threads: int | None, desc: str):
     """Yields ``fn(job)`` for every job (in completion order), with a progress bar; ``workers``
     > 1 runs them in that many spawned processes with ``threads`` torch threads each."""
+    if not jobs:  # no pool to spawn
+        return
     bar = progress(total=len(jobs), desc=desc, dynamic_ncols=True)
     if workers <= 1:
         if threads:
