@@ -271,7 +271,7 @@ class Resume:
     named in ``same`` (they would not be the same runs)."""
 
     def __init__(self, out, settings: dict, same: tuple, key, only: bool = False):
-        self.key, self.done, self.only = key, {}, only
+        self.key, self.done, self.only, self.records = key, {}, only, []
         path = Path(out) / "runs.json"
         if not path.exists():
             return
@@ -280,9 +280,16 @@ class Resume:
         diff = [f"{k}={before.get(k)!r}" for k in same if before.get(k) != settings.get(k)]
         if diff:
             raise SystemExit(f"--resume: {path} was made with other settings: {', '.join(diff)}")
-        for rec in old.get("runs", []):
-            if "seed" in rec:  # training runs only (timings are measured again)
-                self.done[key(rec)] = rec
+        self.records = [rec for rec in old.get("runs", [])
+                        if "seed" in rec]  # training runs only (timings are measured again)
+        self.done = {key(rec): rec for rec in self.records}
+
+    def keep(self, report) -> None:
+        """Puts every earlier training run into the report's runs.json, also those this
+        invocation does not ask for: nothing computed is lost."""
+        if self.records:
+            report.runs.extend(self.records[:-1])
+            report.add_run(self.records[-1])  # one write for them all
 
     def split(self, jobs: list) -> tuple[list, list]:
         """(records reused, jobs still to run)."""

@@ -275,9 +275,8 @@ def run(args):
             for s in range(args.seeds) for k in ks for b in backbones for m in models]
     reused, jobs = resume.split(jobs) if resume else ([], jobs)
     runs = list(reused)
-    if reused:  # one write of runs.json for them all
-        report.runs.extend(reused[:-1])
-        report.add_run(reused[-1])
+    if resume:
+        resume.keep(report)
     for rec in gc.run_jobs(run_one, jobs, workers, args.threads, "table1"):
         report.add_run(rec)
         runs.append(rec)

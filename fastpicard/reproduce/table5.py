@@ -261,17 +261,17 @@ def run(args):
     resume = gc.Resume(args.out, vars(args), ("epochs", "patience", "quick"), _key,
                        args.report_only) if args.resume else None
     report = Report("table5", args.out, args)
+    if resume:
+        resume.keep(report)
     columns = tuple((d, args.noise if p else 0.0) for d, p in COLUMNS)
     reused_count = [0]
 
     def run_jobs(jobs, desc):
-        """Every job's record (reused ones first), each added to the report as it comes."""
+        """Every job's record (reused ones first); new ones are added to the report as they
+        come."""
         reused, jobs = resume.split(jobs) if resume else ([], jobs)
         reused_count[0] += len(reused)
-        if reused:  # one write of runs.json for them all
-            report.runs.extend(reused[:-1])
-            report.add_run(reused[-1])
-        yield from reused
+        yield from reused  # already in the report (resume.keep)
         for rec in gc.run_jobs(run_one, jobs, workers, args.threads, desc):
             report.add_run(rec)  # rewritten after every run: an interrupted command keeps them
             yield rec
