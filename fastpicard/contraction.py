@@ -79,7 +79,15 @@ def contractive(module: nn.Module, lipschitz: float = 0.9) -> nn.Module:
         if parametrize.is_parametrized(m, "weight"):
             raise ValueError(f"contractive: {name or 'module'}.weight is already parametrized")
         parametrize.register_parametrization(m, "weight", SpectralCap(bound))
+        if type(m)._save_to_state_dict is not nn.Module._save_to_state_dict:
+            m._register_state_dict_hook(_drop_capped_weight)
     return module
+
+
+def _drop_capped_weight(module, state_dict, prefix, local_metadata):
+    # torch_geometric's Linear saves ``weight`` itself (the capped value, besides the
+    # parametrization's ``original``); a strict load_state_dict would then refuse that key.
+    state_dict.pop(prefix + "weight", None)
 
 
 def _check_fn_x(name, fn, x):

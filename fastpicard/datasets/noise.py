@@ -13,6 +13,14 @@ def dropin_noise(x: torch.Tensor, p: float, seed: int | None = None, *,
     """Row-normalises ``x`` (unless ``normalize=False``), then adds 1.0 to ``floor(p * x.numel())``
     entries chosen uniformly at random without replacement.
 
+    This is the paper's "a fraction p of the bag-of-words feature values increased" as the
+    authors' code applies it (``add_noise`` in ``GCNexperiments/src/utils/utils.py``): PyG's
+    ``NormalizeFeatures`` first, then exactly ``floor(p · numel)`` ones added at a random
+    permutation's positions, no renormalisation afterwards, every node (train, val and test)
+    noised. After normalisation a word is worth about 1/18 on Cora, so p = 0.5 buries each
+    node's words under ~700 unit entries (row normalisation is idempotent, so already
+    normalised features may be passed either way).
+
     The draw uses its own ``torch.Generator`` seeded with ``seed`` (fresh entropy when None), so
     the noise is reproducible and leaves the global RNG untouched. Returns a new tensor.
     """

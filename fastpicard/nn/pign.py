@@ -7,13 +7,20 @@ With a GCN layer (PyG ``GCNConv`` with its default normalisation, or fastpicard'
 each step runs as ``h = x·Wᵀ`` (BLAS) plus ONE fused pass ``fastpicard.ops.spmm_update``
 (aggregation, bias, activation, dropout, smoothing and residual) on a cached
 ``fastpicard.Graph`` with PyG's ``gcn_norm`` weights.
+
+``lipschitz=L`` (0 < L < 1) makes the iteration provably convergent: see :class:`PIGN`.
 """
 from __future__ import annotations
+
+import contextlib
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
+from .. import ops
 from ..graph import Graph
 from ._solve import (check_count, check_fraction, check_solver_opts, check_tol, iterate,
                      iterate_gcn)
@@ -84,7 +91,7 @@ def _widths(conv: nn.Module):
 class PIGN(nn.Module):
     """``PIGN(in_channels, hidden_channels, out_channels, *, conv="gcn", alpha=0.5, max_iter=8,
     tol=None, eval_max_iter=None, dropout=0.5, act="relu", conv_kwargs=None, fused=None,
-    **solver_opts)``.
+    lipschitz=None, **solver_opts)``.
 
     Args:
         conv: "gcn", "gat", "sage", or any message-passing layer instance mapping
@@ -101,6 +108,21 @@ class PIGN(nn.Module):
         conv_kwargs: extra constructor arguments for a string ``conv``.
         fused: None (default) runs GCN layers on the fused ``spmm_update`` path whenever it
             applies (string act, fused kernels built); False never; True requires it.
+        lipschitz: None (the paper's PIGN) or a float in (0, 1): the contractive PIGN. The
+            iterated map becomes ``T(x) = act(conv(x + f))`` with ``f`` the encoder output
+            (input injection: the fixed point depends on the input, not on where the
+            iteration starts), without dropout inside the iteration (dropout is applied to
+            ``f``; a dropout mask rescales by ``1/(1-p)`` and would break the bound in
+            training), and every linear weight of ``conv`` is capped in spectral norm by
+            :func:`fastpicard.contractive`. With a GCN conv (``‖Â‖₂ ≤ 1``) and a 1-Lipschitz
+            act, ``Lip(T) ≤ lipschitz``, so the smoothed step contracts by
+            ``alpha + (1-alpha)·lipschitz < 1``: the iteration converges to a unique fixed
+            point from any start (Banach), ``tol`` exits early and ``backward="implicit"``
+            differentiates that fixed point. GAT and SAGE convs get the same weight cap, but
+            attention and mean aggregation are not 1-Lipschitz in general: there the bound is
+            not guaranteed (measure it with :func:`fastpicard.lipschitz_estimate`). The GCN
+            conv stays on the fused path (the injection rides in the GEMM:
+            ``h = f·Wᵀ + x·Wᵀ`` as one ``addmm``).
         **solver_opts: passed to ``fastpicard.picard`` (``backward``, ``solver``,
             ``check_every``, ...).
 
@@ -117,7 +139,8 @@ class PIGN(nn.Module):
     def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, *,
                  conv="gcn", alpha: float = 0.5, max_iter: int = 8, tol=None,
                  eval_max_iter: int | None = None, dropout: float = 0.5, act="relu",
-                 conv_kwargs: dict | None = None, fused: bool | None = None, **solver_opts):
+                 conv_kwargs: dict | None = None, fused: bool | None = None,
+                 lipschitz: float | None = None, **solver_opts):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("hidden_channels", hidden_channels),
                         ("out_channels", out_channels)):
@@ -160,6 +183,11 @@ class PIGN(nn.Module):
                              "normalisation, or GCNLayer), a string act, and fastpicard's fused "
                              "graph kernels (fastpicard.Graph / ops.spmm_update)")
         self.fused = fused
+        self.lipschitz = _check_lipschitz(lipschitz)
+        if self.lipschitz is not None:
+            from ..contraction import contractive
+
+            contractive(self.conv, self.lipschitz)
         self.last_stats = None
         self._graph_cache = None  # (a copy of the last edge_index, its Graph)
 
@@ -196,12 +224,15 @@ class PIGN(nn.Module):
     def _act(self, x):
         return ACTS[self.act](x) if isinstance(self.act, str) else self.act(x)
 
-    def step(self, x: torch.Tensor, edge_index) -> torch.Tensor:
-        """T(x) = dropout(act(conv(x))): one application of the shared layer."""
-        new = self.conv(x, edge_index)
+    def step(self, x: torch.Tensor, edge_index, inject: torch.Tensor | None = None):
+        """T(x) = dropout(act(conv(x))): one application of the shared layer; with
+        ``lipschitz``, T(x) = act(conv(x + inject)) (no dropout inside the iteration)."""
+        new = self.conv(x if inject is None else x + inject, edge_index)
         if new.shape != x.shape:
             raise ValueError(f"PIGN: conv returned shape {tuple(new.shape)} for input "
                              f"{tuple(x.shape)}; the iterated layer must keep the width")
+        if self.lipschitz is not None:
+            return self._act(new)
         return F.dropout(self._act(new), self.dropout, self.training)
 
     def forward(self, x: torch.Tensor, edge_index, batch: torch.Tensor | None = None):
@@ -214,17 +245,56 @@ class PIGN(nn.Module):
             if order is not None:
                 h = h[order]
                 batch = None if batch is None else batch[order]
-            h, self.last_stats = iterate_gcn(
-                graph, h, self.conv, act=self.act, dropout=self.dropout if self.training else 0.0,
-                alpha=self.alpha, tol=self.tol, max_iter=n_iter, batch=batch,
-                opts=self.solver_opts)
+            if self.lipschitz is None:
+                h, self.last_stats = iterate_gcn(
+                    graph, h, self.conv, act=self.act,
+                    dropout=self.dropout if self.training else 0.0, alpha=self.alpha,
+                    tol=self.tol, max_iter=n_iter, batch=batch, opts=self.solver_opts)
+            else:  # input injection: not a form the C++ loop runs; the fused step smooths
+                if batch is None:  # a batched Graph carries its own graph ids
+                    batch = graph.batch
+                step = self._injected_step(graph, batch, h)
+                h, self.last_stats = iterate(
+                    lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
+                    batch=batch, opts=self.solver_opts)
             if order is not None:  # back to the caller's node order
                 h = torch.empty_like(h).index_copy(0, order, h)
         else:
             if isinstance(edge_index, Graph):
                 raise TypeError(f"PIGN: a fastpicard.Graph input needs the fused GCN path; "
                                 f"{type(self.conv).__name__} takes edge_index")
-            h, self.last_stats = iterate(
-                lambda z: self.step(z, edge_index), h, alpha=self.alpha, tol=self.tol,
-                max_iter=n_iter, batch=batch, opts=self.solver_opts)
+            f = h if self.lipschitz is not None else None
+            # capped weights: one SVD per forward, not one per step
+            with parametrize.cached() if f is not None else contextlib.nullcontext():
+                h, self.last_stats = iterate(
+                    lambda z: self.step(z, edge_index, f), h, alpha=self.alpha, tol=self.tol,
+                    max_iter=n_iter, batch=batch, opts=self.solver_opts)
         return self.decoder(h)
+
+    def _injected_step(self, graph, batch, inject):
+        """The contractive form's fused step x -> (x_new, residual): ``h = (x + inject)·Wᵀ``,
+        computed as ``addmm(inject·Wᵀ, x, Wᵀ)``, then one spmm_update pass, without dropout."""
+        weight, bias = self.conv.lin.weight, self.conv.bias  # capped weights: read once here
+        if batch is None:
+            kw = {}
+        elif batch is graph.batch:  # the Graph knows its count: no device read
+            kw = dict(batch=batch, num_samples=graph.num_graphs)
+        else:
+            kw = dict(batch=batch, num_samples=int(batch.max()) + 1 if batch.numel() else 0)
+
+        base, wt = F.linear(inject, weight), weight.t()
+
+        def step(z):
+            return ops.spmm_update(graph, torch.addmm(base, z, wt), z, self.alpha,
+                                   bias=bias, act=self.act, **kw)
+        return step
+
+
+def _check_lipschitz(value):
+    """None or a float in (0, 1): the smoothed step contracts by alpha + (1-alpha)*value, which
+    is below 1 exactly when value is."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"PIGN: lipschitz must be None or a number in (0, 1), got {value!r}")
+    return float(value)

@@ -32,6 +32,19 @@ def machine() -> dict:
     return info
 
 
+def load_average():
+    """The machine's 1/5/15-minute load averages (None where the OS does not tell): the
+    machines these tables run on are often shared."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def fmt_load(load) -> str:
+    return "n/a" if load is None else "/".join(f"{v:.1f}" for v in load)
+
+
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     values = [float(v) for v in values]
@@ -70,6 +83,7 @@ class Report:
             if sys.argv and sys.argv[0].endswith("__main__.py") else f"reproduce {table}"
         self.settings = {k: v for k, v in vars(args).items()} if args is not None else {}
         self.machine = machine()
+        self.load_start = load_average()
         self.runs: list[dict] = []
 
     def add_run(self, record: dict) -> None:
@@ -88,8 +102,12 @@ class Report:
         m = self.machine
         where = f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}" + (
             f", {m['gpu']}" if "gpu" in m else "")
+        load = load_average()
+        busy = "" if load is None else (
+            f" Load average (1/5/15 min) at the start {fmt_load(self.load_start)}, at the end "
+            f"{fmt_load(load)} on {m['cores']} cores.")
         text = (body.rstrip() + "\n\n" + f"Command: `{self.command}`  \n"
-                f"Total time: {self.elapsed() / 60:.1f} min on {where}.\n")
+                f"Total time: {self.elapsed() / 60:.1f} min on {where}.{busy}\n")
         path = self.dir / "table.md"
         path.write_text(text)
         return path
@@ -98,7 +116,9 @@ class Report:
         self._write_json("summary.json", {"table": self.table, "command": self.command,
                                           "settings": self.settings, "machine": self.machine,
                                           "total_seconds": round(self.elapsed(), 1),
-                                          "num_runs": len(self.runs)})
+                                          "num_runs": len(self.runs),
+                                          "load_average_start": self.load_start,
+                                          "load_average_end": load_average()})
         print(f"\n{self.table}: {len(self.runs)} runs in {self.elapsed() / 60:.1f} min; "
               f"results in {self.dir}/ (runs.json, table.md, *.png)")
 
