@@ -10,7 +10,8 @@
 # 2 when there is no CUDA device (after the build: the rehearsal on CPU stops there).
 #
 # Data: Cora ships with fastpicard; PubMed must come with the repository copy. Before the call:
-#   mkdir -p .data/planetoid/PubMed && cp -r /work/shared/data/planetoid/PubMed/raw .data/planetoid/PubMed/
+#   mkdir -p .data/planetoid/PubMed && cp -r DATA/planetoid/PubMed/raw .data/planetoid/PubMed/
+# (DATA: wherever your copy of the Planetoid files is)
 #   grep -qx '/.data/' .git/info/exclude || echo '/.data/' >> .git/info/exclude
 # and name ".data" in the device tool's `carry` (8.4 MB; ignored paths only travel when carried).
 # The script passes FASTPICARD_DATA=.data (override with FASTPICARD_DATA=DIR, a folder holding

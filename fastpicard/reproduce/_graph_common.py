@@ -235,6 +235,21 @@ class Selection:
 
 
 # ---------------------------------------------------------------- running many jobs
+def add_run_arguments(p, out: str) -> None:
+    """The options every graph table takes: workers, threads, --quick, --resume, --out."""
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per core, at most 4)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: 1 with several workers)")
+    p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the runs already in --out/runs.json (an interrupted command)")
+    p.add_argument("--report-only", action="store_true",
+                   help="with --resume: train nothing, write the tables from the runs there "
+                        "(a cell with fewer seeds says so)")
+    p.add_argument("--out", default=out)
+
+
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 

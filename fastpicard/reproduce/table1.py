@@ -67,17 +67,7 @@ def add_arguments(p):
     p.add_argument("--layers", type=int, default=8,
                    help="with --root: blocks / iterations of every model")
     p.add_argument("--batch-size", type=int, default=32, help="with --root: graphs per step")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes (default: one per core, at most 4)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per worker (default: 1 with several workers)")
-    p.add_argument("--quick", action="store_true", help="tiny run for tests (seconds)")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse the runs already in --out/runs.json (an interrupted command)")
-    p.add_argument("--report-only", action="store_true",
-                   help="with --resume: train nothing, write the tables from the runs there "
-                        "(a cell with fewer seeds says so)")
-    p.add_argument("--out", default="results/table1")
+    gc.add_run_arguments(p, out="results/table1")
 
 
 # ---------------------------------------------------------------- models
