@@ -112,21 +112,29 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
     return cases
 
 
-def run(args):
+def bench_graphs(args):
+    """Sets up a graph benchmark (threads, quiet CSR warning) and yields, per ``--graphs``
+    entry whose data is there, ``(name, edge_index, n, label, reps, graph)`` with the GCN
+    Graph on ``--device``."""
     import warnings
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     if args.threads:
         torch.set_num_threads(args.threads)
-    wanted = set(args.peers.split(","))
-    device = torch.device(args.device)
-    modes = args.modes.split(",")
-    rows = []
     for name in args.graphs.split(","):
         loaded = graph_input(name, args)
         if loaded is None:
             continue
         edge_index, n, label, reps = loaded
-        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(device)
+        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(args.device)
+        yield name, edge_index, n, label, reps, graph
+
+
+def run(args):
+    wanted = set(args.peers.split(","))
+    device = torch.device(args.device)
+    modes = args.modes.split(",")
+    rows = []
+    for name, edge_index, n, label, reps, graph in bench_graphs(args):
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(n, HIDDEN, generator=gen).to(device)
         W = (torch.randn(HIDDEN, HIDDEN, generator=gen) / HIDDEN ** 0.5).to(device)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from ..graph import Graph
 from ..ops import spmm
 from .data import add_data_argument
-from .graph import graph_input
+from .graph import bench_graphs
 from .timing import append_csv, interleaved_medians, print_table
 
 WIDTH = 64
@@ -70,19 +69,10 @@ def _peers(graph, h, reduce, wanted):
 
 
 def run(args):
-    import warnings
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     wanted = set(args.peers.split(","))
     device = torch.device(args.device)
     rows = []
-    for name in args.graphs.split(","):
-        loaded = graph_input(name, args)
-        if loaded is None:
-            continue
-        edge_index, n, label, reps = loaded
-        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(device)
+    for _, _, n, label, reps, graph in bench_graphs(args):
         gen = torch.Generator().manual_seed(0)
         h = torch.randn(n, WIDTH, generator=gen).to(device)
         gy = torch.randn(n, WIDTH, generator=gen).to(device)
