@@ -292,6 +292,21 @@ def _nvidia_tool(name):
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
+def _ptxas(arch: int) -> list:
+    """ptxas as Triton runs it for ``arch``: its choice of binary (triton 3.9 takes the newer
+    ptxas-blackwell for sm_90; the older one cannot read that PTX) and the flags that change
+    register allocation (triton 3.9 adds --regAllocOptLevel=2: without it ptxas may report no
+    spill where Triton's cubin has one)."""
+    import inspect
+
+    from triton.backends.nvidia import compiler
+
+    cmd = [compiler.get_ptxas(arch).path, "-lineinfo"]
+    if "--regAllocOptLevel=2" in inspect.getsource(compiler.CUDABackend.make_cubin):
+        cmd.append("--regAllocOptLevel=2")
+    return cmd
+
+
 def _resources(cubin: bytes):
     """(registers, stack bytes, local bytes) of the cubin's kernel, from cuobjdump (shipped
     with Triton's NVIDIA backend)."""
@@ -315,7 +330,7 @@ def _spill_stores(ptx: str, arch: int, kernel: str) -> int:
         with open(src, "w") as f:
             f.write(ptx)
         gpu = f"sm_{arch}" + ("a" if arch == 90 else "")
-        r = subprocess.run([_nvidia_tool("ptxas"), "-v", f"--gpu-name={gpu}", src, "-o",
+        r = subprocess.run([*_ptxas(arch), "-v", f"--gpu-name={gpu}", src, "-o",
                             os.path.join(d, "k.o")], capture_output=True, text=True, check=True)
     found = re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes "
                        r"spill stores", r.stdout + r.stderr)

@@ -144,9 +144,13 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
             nn = tl.where(m2, nv, 0.0)
             n_acc += tl.sum(nn * nn, axis=1)
         f0 += BLOCK_F
-    tl.store(rowsq_ptr + r, r_acc, mask=rm)
+    # addressed from the block's first row (a scalar) and a lane offset: `rowsq_ptr + r` kept
+    # r's 64-bit extension live through the loops for this one store, and ptxas spilled it
+    row0 = tl.program_id(0) * BLOCK_R
+    i = tl.arange(0, BLOCK_R)
+    tl.store(rowsq_ptr + row0 + i, r_acc, mask=i < N - row0)
     if WANT_NORM:
-        tl.store(rowsq_ptr + N + r, n_acc, mask=rm)
+        tl.store(rowsq_ptr + N + row0 + i, n_acc, mask=i < N - row0)
 
 
 @triton.jit
