@@ -58,7 +58,7 @@ def _tanh(p):
 @triton.jit
 def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_ptr, y_ptr,
                        rowsq_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F, alpha: tl.float64,
-                       slope: tl.float64, keep_scale: tl.float64,
+                       slope: tl.float64, p_drop: tl.float64, keep_scale: tl.float64,
                        thr, HAS_W: tl.constexpr,
                        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, DROP: tl.constexpr,
                        SAVE_Y: tl.constexpr, HAS_BATCH: tl.constexpr, HAS_FROZEN: tl.constexpr,
@@ -68,10 +68,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     rm = r < N
     start = tl.load(rowptr_ptr + r, mask=rm, other=0).to(tl.int64)
     end = tl.load(rowptr_ptr + r + 1, mask=rm, other=0).to(tl.int64)
-    # degrees in int32 (as the edge counter j always was): fewer 64-bit registers in the edge
-    # loop, where ptxas (triton 3.6) spilled for want of one or two
-    deg = (end - start).to(tl.int32)
-    max_deg = tl.max(deg, axis=0)
+    max_deg = tl.max(end - start, axis=0)
     rbase = r.to(tl.int64) * F
     zero = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
     # Float arguments are declared fp64 (Triton passes a Python float as fp32, which would
@@ -80,7 +77,7 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
     if ACC == tl.float64:
         a = zero + alpha
         slope_v = zero + slope
-        scale = zero + keep_scale
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
@@ -94,10 +91,8 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         else:
             sid = tl.zeros([BLOCK_R], dtype=tl.int64)
         fz = (tl.load(frozen_ptr + sid, mask=rm, other=0) != 0)[:, None]
-    # per-row sums, reduced each feature block: [BLOCK_R, BLOCK_F] tiles carried through the
-    # loop held BLOCK_F / (threads a row) times more registers
-    r_acc = tl.zeros([BLOCK_R], dtype=ACC)
-    n_acc = tl.zeros([BLOCK_R], dtype=ACC)
+    r_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
+    n_acc = tl.zeros([BLOCK_R, BLOCK_F], dtype=ACC)
     f0 = 0
     while f0 < F:  # not range(): see picard_update._segment_sqrt_sum_kernel
         f = tl.multiple_of(f0, BLOCK_F) + tl.arange(0, BLOCK_F)
@@ -107,9 +102,8 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
         acc3 = tl.zeros([BLOCK_R, BLOCK_E, BLOCK_F], dtype=ACC)
         j = 0
         while j < max_deg:
-            e = j + tl.arange(0, BLOCK_E)[None, :]
-            km = e < deg[:, None]
-            k = start[:, None] + e  # [R, E]
+            k = start[:, None] + j + tl.arange(0, BLOCK_E)[None, :]  # [R, E]
+            km = k < end[:, None]
             c = tl.load(col_ptr + k, mask=km, other=0).to(tl.int64)
             if HAS_W:
                 w = tl.load(w_ptr + k, mask=km, other=0.0).to(ACC)
@@ -139,23 +133,20 @@ def _update_fwd_kernel(rowptr_ptr, col_ptr, w_ptr, h_ptr, x_ptr, bias_ptr, out_p
             nv = tl.where(fz, xv, nv)
         tl.store(out_ptr + offs, nv.to(out_ptr.dtype.element_ty), mask=m2)
         d = tl.where(m2, nv - xv, 0.0)
-        r_acc += tl.sum(d * d, axis=1)
+        r_acc += d * d
         if WANT_NORM:
             nn = tl.where(m2, nv, 0.0)
-            n_acc += tl.sum(nn * nn, axis=1)
+            n_acc += nn * nn
         f0 += BLOCK_F
-    # addressed from the block's first row (a scalar) and a lane offset: `rowsq_ptr + r` kept
-    # r's 64-bit extension live through the loops for this one store, and ptxas spilled it
-    row0 = tl.program_id(0) * BLOCK_R
-    i = tl.arange(0, BLOCK_R)
-    tl.store(rowsq_ptr + row0 + i, r_acc, mask=i < N - row0)
+    tl.store(rowsq_ptr + r, tl.sum(r_acc, axis=1), mask=rm)
     if WANT_NORM:
-        tl.store(rowsq_ptr + N + row0 + i, n_acc, mask=i < N - row0)
+        tl.store(rowsq_ptr + N + r, tl.sum(n_acc, axis=1), mask=rm)
 
 
 @triton.jit
 def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, frozen_ptr, N, F,
-                            alpha: tl.float64, slope: tl.float64, keep_scale: tl.float64, thr,
+                            alpha: tl.float64, slope: tl.float64, p_drop: tl.float64,
+                            keep_scale: tl.float64, thr,
                             ACT: tl.constexpr,
                             DROP: tl.constexpr, NEED_X: tl.constexpr, HAS_BATCH: tl.constexpr,
                             HAS_FROZEN: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -170,7 +161,7 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
     if ACC == tl.float64:  # fp64 float arguments, as in _update_fwd_kernel
         a = zero + alpha
         slope_v = zero + slope
-        scale = zero + keep_scale
+        scale = 1.0 / (1.0 - (zero + p_drop))  # a tile of keep_scale spilled (sm_80)
     else:
         a = zero + tl.cast(alpha, ACC)
         slope_v = zero + tl.cast(slope, ACC)
@@ -203,8 +194,9 @@ def _update_bwd_rows_kernel(g_ptr, y_ptr, gp_ptr, gx_ptr, seed_ptr, batch_ptr, f
 
 def _keep_scale_arg(dropout):
     """1 / (1 - p), formed in fp64 on the host as the CPU kernel does (graph_isa.cpp), then
-    rounded to the accumulation type in the kernel (exact for fp64): no division per element
-    (in the kernel, fp64's division and its slow-path call cost registers that spilled)."""
+    rounded to the accumulation type in the kernel: for fp32 accumulation no division per
+    element (under triton 3.6 it spilled on sm_80). fp64 still divides in the kernel: a tile of
+    this value spilled there (sm_80, triton 3.9)."""
     return 1.0 / (1.0 - dropout) if dropout > 0 else 1.0
 
 
@@ -234,7 +226,7 @@ def spmm_update(rowptr, col, weight, t_rowptr, t_col, t_perm, t_weight, h, x, al
             bias.contiguous() if bias is not None else h, out, y if save_act else h, rowsq,
             seed if seed is not None else rowptr, batch if batch is not None else rowptr,
             frozen_u8 if frozen is not None else rowptr, n, width, alpha, negative_slope,
-            _keep_scale_arg(dropout), thr, HAS_W=weight is not None,
+            dropout, _keep_scale_arg(dropout), thr, HAS_W=weight is not None,
             HAS_BIAS=bias is not None,
             ACT=ACTS[act], DROP=dropout > 0, SAVE_Y=save_act, HAS_BATCH=batch is not None,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=_tl_acc(h.dtype),
@@ -266,15 +258,15 @@ def spmm_update_backward(grad, act_out, rowptr, col, weight, t_rowptr, t_col, t_
     thr = _threshold(dropout)
     if n and width:
         bf = block_f(width)
-        br = max(1, 2048 // bf)  # 2048 elements on 8 warps (on 4, fp16 + tanh spilled on sm_90)
+        br = max(1, 2048 // bf)
         y = act_out.contiguous() if a != 0 else g
         _update_bwd_rows_kernel[(triton.cdiv(n, br), triton.cdiv(width, bf))](
             g, y, gp, gx if need_x else g, seed if seed is not None else rowptr,
             batch if batch is not None else rowptr,
             frozen.contiguous().view(torch.uint8) if frozen is not None else rowptr, n, width,
-            alpha, negative_slope, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
+            alpha, negative_slope, dropout, _keep_scale_arg(dropout), thr, ACT=a, DROP=dropout > 0,
             NEED_X=need_x, HAS_BATCH=batch is not None, HAS_FROZEN=frozen is not None,
-            ACC=_tl_acc(g.dtype), BLOCK_R=br, BLOCK_F=bf, num_warps=8)
+            ACC=_tl_acc(g.dtype), BLOCK_R=br, BLOCK_F=bf)
     gh = g.new_empty(0)
     gw = g.new_empty(0, dtype=acc)
     gb = g.new_empty(0)
