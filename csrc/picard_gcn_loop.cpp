@@ -1,8 +1,9 @@
 // picard_gcn_loop: the whole Picard iteration of a GCN-style layer in C++,
 //
-//   x_{k+1} = alpha * x_k + (1 - alpha) * dropout(act(Â (x_k W) + b))
+//   x_{k+1} = alpha * x_k + (1 - alpha) * dropout(act(Â (x_k W + inject) + b))
 //
-// per iteration one at::mm (BLAS / cuBLAS) and one fused spmm_update (aggregation, bias,
+// (inject: an optional constant [N, F] term, the input injection (x + f) W = x W + f W of a
+// contractive layer), per iteration one at::mm / at::addmm (BLAS / cuBLAS) and one fused spmm_update (aggregation, bias,
 // activation, smoothing, per-sample residual and norm; the public op, which checks the graph
 // and options), then PicardLoop::advance (stopping rules, best iterate, divergence rollback;
 // host read every check_every steps). No Python per iteration, but the loop looks for Ctrl-C
@@ -50,7 +51,7 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
                           const OptTensor& weight, const at::Tensor& t_rowptr,
                           const at::Tensor& t_col, const at::Tensor& t_perm,
                           const OptTensor& t_weight, const at::Tensor& x0, const at::Tensor& lin_weight,
-                          const OptTensor& bias, c10::string_view act, double negative_slope,
+                          const OptTensor& inject, const OptTensor& bias, c10::string_view act, double negative_slope,
                           double dropout, double alpha, const OptTensor& batch,
                           int64_t num_samples, double tol, bool rel, int64_t max_iter,
                           double divergence_factor, int64_t check_every,
@@ -73,15 +74,23 @@ GcnResult picard_gcn_loop(const at::Tensor& rowptr, const at::Tensor& col,
                         lin_weight.size(1) == x0.size(1),
                     "picard_gcn: weight must be [F, F] with F=", x0.size(1), ", got ",
                     lin_weight.sizes());
+  if (inject.has_value()) {
+    check_device("picard_gcn", "inject", *inject, "x0", x0);
+    TORCH_CHECK_TYPE(inject->scalar_type() == x0.scalar_type(), "picard_gcn: inject has dtype ",
+                     inject->scalar_type(), " but x0 has dtype ", x0.scalar_type());
+    TORCH_CHECK_VALUE(inject->sizes() == x0.sizes(), "picard_gcn: inject must have x0's shape ",
+                      x0.sizes(), ", got ", inject->sizes());
+  }
   PicardLoop loop(x0, alpha, batch, num_samples, /*leading=*/false, tol, rel, max_iter,
                   divergence_factor, check_every, /*reuse_buffers=*/false);
   const bool params_need_grad =
-      lin_weight.requires_grad() || needs_grad(bias) || needs_grad(weight);
+      lin_weight.requires_grad() || needs_grad(bias) || needs_grad(weight) || needs_grad(inject);
   at::Tensor x = x0;
   InterruptCheck check_interrupt;
   while (true) {
     check_interrupt();
-    const at::Tensor h = at::mm(x, lin_weight);
+    const at::Tensor h = inject.has_value() ? at::addmm(*inject, x, lin_weight)
+                                            : at::mm(x, lin_weight);
     OptTensor seed;
     if (dropout > 0) {  // the key of this step's mask, from the default generator
       seed = at::randint(0, int64_t(1) << 31, {2}, x.options().dtype(at::kLong));
@@ -106,7 +115,7 @@ TORCH_LIBRARY_FRAGMENT(fastpicard, m) {
   m.def(
       "picard_gcn_loop(Tensor rowptr, Tensor col, Tensor? weight, Tensor t_rowptr, "
       "Tensor t_col, Tensor t_perm, Tensor? t_weight, Tensor x0, Tensor lin_weight, "
-      "Tensor? bias, str act, "
+      "Tensor? inject, Tensor? bias, str act, "
       "float negative_slope, float dropout, float alpha, Tensor? batch, int num_samples, "
       "float tol, bool rel, int max_iter, float divergence_factor, int check_every, "
       "bool stop_on_divergence) -> (Tensor x, Tensor iterations, Tensor abs_residual, "

@@ -44,9 +44,12 @@ def test_gcn_step_is_a_contraction(fused):
     f = F.relu(model.encoder(x))
     if fused:
         graph = fastpicard.Graph.from_edge_index(ei, x.shape[0])
-        step = model._injected_step(graph, None, f)
-        a = model.alpha
-        fn = lambda z: (step(z)[0] - a * z) / (1 - a)  # noqa: E731  T itself
+        w = model.conv.lin.weight
+
+        def fn(z):  # T itself: one fused step with alpha = 0, as PIGN's solve runs it
+            return fastpicard.picard_gcn(graph, z, w.t(), bias=model.conv.bias, act=model.act,
+                                         inject=F.linear(f, w), alpha=0.0, tol=None,
+                                         max_iter=1)[0]
     else:
         fn = lambda z: model.step(z, ei, f)  # noqa: E731
     assert fastpicard.lipschitz_estimate(fn, torch.randn_like(f)) <= 0.7 * (1 + 1e-4)
@@ -91,14 +94,21 @@ def test_fused_matches_unfused():
 
 
 def test_fused_path_is_used(monkeypatch):
-    """The contractive GCN step is one GEMM plus one spmm_update call."""
-    calls, op = [], fastpicard.ops.spmm_update
-    monkeypatch.setattr(fastpicard.ops, "spmm_update",
-                        lambda *a, **k: calls.append(1) or op(*a, **k))
+    """The contractive GCN solve runs the C++ loop (one addmm + one spmm_update per step) with
+    a tolerance, and one fused spmm_update call per step on the fixed schedule."""
+    from fastpicard.solver import gcn
+    loops, run = [], gcn._run
+    monkeypatch.setattr(gcn, "_run", lambda *a: loops.append(1) or run(*a))
+    calls, op = [], gcn.spmm_update
+    monkeypatch.setattr(gcn, "spmm_update", lambda *a, **k: calls.append(1) or op(*a, **k))
     x, ei, _ = toy_graph()
-    model = PIGN(6, 16, 3, lipschitz=0.9, max_iter=5)
+    model = PIGN(6, 16, 3, lipschitz=0.9, tol=1e-5, max_iter=50)
     model(x, ei)
-    assert len(calls) == 5
+    assert len(loops) == 1 and not calls and model.last_stats.steps > 1
+    loops.clear()
+    model = PIGN(6, 16, 3, lipschitz=0.9, tol=None, max_iter=5)
+    model(x, ei)
+    assert not loops and len(calls) == 5
 
 
 def test_no_dropout_inside_the_iteration():

@@ -122,6 +122,56 @@ def test_divergence_warns_and_raises():
                    divergence_factor=50.0, on_diverge="raise")
 
 
+def injected(graph, W, b, f, act="tanh"):
+    """T(x) = act(Â ((x + f) W) + b), the float64 reference of the inject argument."""
+    return lambda x: spmm_update(graph, (x + f) @ W, x, 0.0, bias=b, act=act)[0]
+
+
+@pytest.mark.parametrize("tol", [1e-10, None])
+def test_inject_matches_reference(tol):
+    graph, W, b, x0 = random_graphs()
+    f = torch.randn_like(x0)
+    with torch.no_grad():
+        x, st = picard_gcn(graph, x0, W, bias=b, act="tanh", alpha=0.4, tol=tol, max_iter=200,
+                           inject=f @ W)
+        xr, sr = picard(injected(graph, W, b, f), x0, alpha=0.4, tol=tol, max_iter=200,
+                        batch=graph.batch)
+    torch.testing.assert_close(x, xr, rtol=1e-10, atol=1e-10)
+    assert torch.equal(st.iterations, sr.iterations)
+    if tol is not None:  # the fixed point of the injected map, not of the plain one
+        assert st.converged.all()
+        torch.testing.assert_close(injected(graph, W, b, f)(x), x, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["unroll", "implicit"])
+def test_inject_gradients(mode):
+    """Gradients reach inject (and through it f) and W as through the reference loop."""
+    graph, W, b, x0 = random_graphs()
+    f = torch.randn_like(x0, requires_grad=True)
+    w = torch.randn_like(x0)
+    x, _ = picard(injected(graph, W, b, f), x0, alpha=0.3, tol=1e-12, max_iter=500,
+                  batch=graph.batch)
+    (x * w).sum().backward()
+    ref = (W.grad.clone(), b.grad.clone(), f.grad.clone())
+    W.grad = b.grad = f.grad = None
+    x, st = picard_gcn(graph, x0, W, bias=b, act="tanh", alpha=0.3, tol=1e-12, max_iter=500,
+                       inject=f @ W, backward=mode)
+    assert st.converged.all()
+    (x * w).sum().backward()
+    for got, want in zip((W.grad, b.grad, f.grad), ref):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+def test_inject_gradcheck():
+    graph, W, b, x0 = random_graphs(sizes=(5, 4))
+    f = torch.randn_like(x0, requires_grad=True)
+
+    def fn(f, W):
+        return picard_gcn(graph, x0, W, bias=b.detach(), act="tanh", alpha=0.3, tol=None,
+                          max_iter=4, inject=f @ W)[0]
+    assert torch.autograd.gradcheck(fn, (f, W))
+
+
 def test_bad_arguments():
     graph, W, b, x0 = random_graphs()
     W, b = W.detach(), b.detach()
@@ -136,6 +186,10 @@ def test_bad_arguments():
         (dict(tol=-1.0), ValueError, "tol"),
         (dict(x0=x0[:3]), ValueError, "x0"),
         (dict(graph="cora"), TypeError, "graph"),
+        (dict(inject=x0[:3]), ValueError, "inject"),
+        (dict(inject=x0.float()), TypeError, "inject"),
+        (dict(inject=x0.to("meta")), ValueError, "inject"),
+        (dict(inject="f"), TypeError, "inject"),
     ]
     for override, exc, name in cases:
         kw = dict(graph=graph, x0=x0, weight=W, bias=b)

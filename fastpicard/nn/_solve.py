@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import numbers
 
+import torch.nn.functional as F
+
 from ..solver import picard
 from ..solver.gcn import layer_options, solve_layer
 
@@ -48,11 +50,15 @@ def iterate(fn, x0, *, alpha, tol, max_iter, batch, opts):
     return picard(fn, x0, alpha=alpha, tol=tol, max_iter=max_iter, batch=batch, **opts)
 
 
-def iterate_gcn(graph, x0, conv, *, act, dropout, alpha, tol, max_iter, batch, opts):
-    """:func:`iterate` for ``fn(x) = dropout(act(conv(x)))`` with a GCN ``conv`` (PyG's GCNConv
-    or GCNLayer: ``x W^T``, then Â, then bias) on ``graph``: the fused graph solve."""
+def iterate_gcn(graph, x0, conv, *, act, dropout, alpha, tol, max_iter, batch, opts,
+                inject=None):
+    """:func:`iterate` for ``fn(x) = dropout(act(conv(x + inject)))`` with a GCN ``conv``
+    (PyG's GCNConv or GCNLayer: ``x W^T``, then Â, then bias) on ``graph``: the fused graph
+    solve. ``inject`` (input injection) enters as ``inject·Wᵀ``, formed once."""
     opts = layer_options(graph, x0, batch, dict(opts, alpha=alpha, tol=tol, max_iter=max_iter))
-    return solve_layer(graph, x0, conv.lin.weight.t(), conv.bias, act, 0.01, dropout, opts)
+    weight = conv.lin.weight  # a capped (parametrized) weight: read once per solve
+    base = None if inject is None else F.linear(inject, weight)
+    return solve_layer(graph, x0, weight.t(), conv.bias, act, 0.01, dropout, opts, base)
 
 
 def check_fraction(owner: str, name: str, value, *, closed: bool = False) -> float:

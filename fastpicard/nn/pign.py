@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .. import ops
 from ..graph import Graph
 from ._solve import (check_count, check_fraction, check_solver_opts, check_tol, iterate,
                      iterate_gcn)
@@ -245,18 +244,14 @@ class PIGN(nn.Module):
             if order is not None:
                 h = h[order]
                 batch = None if batch is None else batch[order]
-            if self.lipschitz is None:
-                h, self.last_stats = iterate_gcn(
-                    graph, h, self.conv, act=self.act,
-                    dropout=self.dropout if self.training else 0.0, alpha=self.alpha,
-                    tol=self.tol, max_iter=n_iter, batch=batch, opts=self.solver_opts)
-            else:  # input injection: not a form the C++ loop runs; the fused step smooths
-                if batch is None:  # a batched Graph carries its own graph ids
-                    batch = graph.batch
-                step = self._injected_step(graph, batch, h)
-                h, self.last_stats = iterate(
-                    lambda z: step(z)[0], h, alpha=0.0, tol=self.tol, max_iter=n_iter,
-                    batch=batch, opts=self.solver_opts)
+            # the contractive form: input injection, no dropout inside the iteration (the
+            # capped weight is read once per solve by iterate_gcn)
+            inject = None if self.lipschitz is None else h
+            h, self.last_stats = iterate_gcn(
+                graph, h, self.conv, act=self.act,
+                dropout=self.dropout if self.training and inject is None else 0.0,
+                alpha=self.alpha, tol=self.tol, max_iter=n_iter, batch=batch,
+                opts=self.solver_opts, inject=inject)
             if order is not None:  # back to the caller's node order
                 h = torch.empty_like(h).index_copy(0, order, h)
         else:
@@ -270,24 +265,6 @@ class PIGN(nn.Module):
                     lambda z: self.step(z, edge_index, f), h, alpha=self.alpha, tol=self.tol,
                     max_iter=n_iter, batch=batch, opts=self.solver_opts)
         return self.decoder(h)
-
-    def _injected_step(self, graph, batch, inject):
-        """The contractive form's fused step x -> (x_new, residual): ``h = (x + inject)·Wᵀ``,
-        computed as ``addmm(inject·Wᵀ, x, Wᵀ)``, then one spmm_update pass, without dropout."""
-        weight, bias = self.conv.lin.weight, self.conv.bias  # capped weights: read once here
-        if batch is None:
-            kw = {}
-        elif batch is graph.batch:  # the Graph knows its count: no device read
-            kw = dict(batch=batch, num_samples=graph.num_graphs)
-        else:
-            kw = dict(batch=batch, num_samples=int(batch.max()) + 1 if batch.numel() else 0)
-
-        base, wt = F.linear(inject, weight), weight.t()
-
-        def step(z):
-            return ops.spmm_update(graph, torch.addmm(base, z, wt), z, self.alpha,
-                                   bias=bias, act=self.act, **kw)
-        return step
 
 
 def _check_lipschitz(value):
