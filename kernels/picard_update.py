@@ -78,7 +78,7 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl
                         beta: tl.float64, batch_ptr,
                         frozen_ptr, num_samples, HAS_FROZEN: tl.constexpr,
                         WANT_NORM: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+                        BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr):
     pid = tl.program_id(0)
     r = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rm = r < rows
@@ -98,7 +98,12 @@ def _update_rows_kernel(x_ptr, z_ptr, out_ptr, rowsq_ptr, rows, width, alpha: tl
     d0 = 0
     while d0 < width:  # not range(): see _segment_sqrt_sum_kernel
         c = tl.multiple_of(d0, BLOCK_D) + tl.arange(0, BLOCK_D)
-        m = rm[:, None] & (c < width)[None, :]
+        # width % BLOCK_D == 0: no column mask (its predicates and the frozen flags outgrew
+        # the predicate registers, and fp64 + frozen spilled on sm_80 under triton 3.6)
+        if EVEN_D:
+            m = rm[:, None]
+        else:
+            m = rm[:, None] & (c < width)[None, :]
         offs = r[:, None] * width + c[None, :]
         x = tl.load(x_ptr + offs, mask=m, other=0.0).to(ACC)
         z = tl.load(z_ptr + offs, mask=m, other=0.0).to(ACC)
@@ -179,7 +184,8 @@ def picard_update_into(x, z, alpha, batch, num_samples, frozen, return_norm, out
         _update_rows_kernel[(triton.cdiv(rows, block_r),)](
             x, z, out, rowsq, rows, width, alpha, beta, batch, frozen_u8, num_samples,
             HAS_FROZEN=frozen is not None, WANT_NORM=return_norm, ACC=acc,
-            BLOCK_R=block_r, BLOCK_D=block_d, num_warps=_ROW_WARPS)
+            BLOCK_R=block_r, BLOCK_D=block_d, EVEN_D=width % block_d == 0,
+            num_warps=_ROW_WARPS)
     res = torch.empty(num_samples, dtype=acc_dtype, device=x.device)
     norm = torch.empty(norm_len, dtype=acc_dtype, device=x.device)
     if num_samples:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from fastpicard.kernels import aot
-from fastpicard.kernels.aot import global_access_bits
+from fastpicard.kernels.aot import global_access_bits, local_accesses_in_loops
 
 KERNELS = {"_update_flat_kernel", "_update_rows_kernel", "_segment_sqrt_sum_kernel",
            "_control_kernel", "_gather_kernel", "_max_kernel", "_edge_dot_kernel",
@@ -39,6 +39,24 @@ def test_global_access_bits():
     """
     bits = global_access_bits(ptx)
     assert dict(bits["ld"]) == {128: 1, 16: 1} and dict(bits["st"]) == {128: 1, 8: 1}
+
+
+def test_local_accesses_in_loops():
+    """SASS as cuobjdump prints it: a store before the loops, a load inside the loop
+    [0x0100, 0x0300] (closed by the backward branch), a load after it; the final trap
+    (a branch to itself) is no loop."""
+    sass = """
+        /*0080*/                   STL [R1], R6 ;                /* 0x0000000601008387 */
+        /*00f0*/              @!P0 BRA 0x400 ;                   /* 0x0000104000008947 */
+        /*0100*/                   IMAD R2, R3, R4, RZ ;         /* 0x0000000403027224 */
+        /*0200*/                   LDL R9, [R1+0x4] ;            /* 0x0000040001097983 */
+        /*0300*/               @P1 BRA 0x100 ;                   /* 0xfffffe4000001947 */
+        /*0400*/                   LDL.LU R0, [R1] ;             /* 0x0000000001007983 */
+        /*0410*/                   EXIT ;                        /* 0x000000000000794d */
+        /*0420*/                   BRA 0x420;                    /* 0xfffffff000007947 */
+    """
+    assert local_accesses_in_loops(sass) == (1, 2)
+    assert local_accesses_in_loops(sass.replace("@P1 BRA 0x100", "@P1 BRA 0x400")) == (0, 3)
 
 
 @pytest.mark.slow
