@@ -1,6 +1,7 @@
 """Table 1 stand-in: long-range node classification. LRGB PascalVOC-SP cannot be downloaded
 here, so the default task is generated (``fastpicard.datasets.long_range_graphs``): a target
-node must report the colour of a source k hops away along a path with decoy leaves, for
+node must report the colour of the farthest of the flagged, coloured ends of the paths that
+meet at it (the source, k hops away; the decoys, at most k - 1 hops away, look the same), for
 k in {2, 4, 8, 16}. Compared per backbone (GCN, GAT, SAGE), each within 500k parameters:
 
 * stacked: the backbone's block (PIGN's smoothed step) stacked 2k times with distinct weights
