@@ -2,38 +2,36 @@
 cannot be downloaded here): a node's label is a colour held k hops away, and only the distance
 tells which colour.
 
-Each graph is a *spider*: paths ("arms") that meet at the target. Every arm ends in a flagged
-node carrying a colour (one of ``num_colors``, drawn independently and uniformly), and all
-flagged nodes have the same features, ``[is_target=0, is_flagged=1, one-hot colour]``:
+Each graph is a *spider*: ``num_colors`` paths ("arms") meet at the target. Every arm ends in
+a flagged node that carries a colour; the colours of the arm ends are a random permutation of
+all ``num_colors`` colours, and flagged nodes differ in nothing else. One arm, of length
+``k``, ends in the source; the other ``num_colors - 1`` arms, of length ``k + 1``, end in
+decoys. Rule: the target's label is the colour of the *nearest* flagged node, the source (the
+only flagged node at distance ``k``; every decoy is at ``k + 1``). Node features:
+``[is_target, is_flagged, one-hot colour]`` (arm interiors are all zero). Only the targets are
+labelled (``mask``); every other node has label -1. The graph is the same for every sample of
+a given ``k``: only the colours move.
 
-* the source arm, length ``k``: its end is the source;
-* the twin arm, length ``k - 1`` (always present);
-* with probability ``decoy_prob``, one more decoy arm of length uniform in ``1 .. k-1``.
+Why this rule. The first version flagged only the source, so a graph-level readout saw its
+colour after one step (IterGNN's pooled stopping confidence carried it to the target). Flagging
+decoys that sit *closer* than the source, with colours drawn independently of the source's,
+still leaks: the source's colour is always among the flagged colours, so their multiset
+predicts it above chance (no rule can avoid it: the target must not learn the source's colour
+from the decoys within its (k-1)-hop ball, and the multiset must not depend on it); IterGNN
+reached ~60 % on 4 colours at k = 16 with 3-4 iterations that way. Here the multiset is the
+same in every graph, and:
 
-Rule: the target's label is the colour of the farthest flagged node, which is the source, the
-only flagged node at distance exactly ``k`` (every decoy is at distance ≤ ``k - 1``). Node
-features: ``[is_target, is_flagged, one-hot colour]`` (arm interiors are all zero). Only the
-targets are labelled (``mask``); every other node has label -1.
-
-Why this rule (an earlier version flagged only the source, so a graph-level readout saw its
-colour after one step: IterGNN's pooled stopping confidence carried it to the target):
-
-* *Solvable with k message-passing steps*: after k steps the target has seen every flagged
-  node and the hop at which each colour first arrived; the one arriving at hop k is the label.
-* *Not solvable with fewer by node-local message passing*: after r < k steps the target's
-  state is a function of its r-hop ball, which holds only decoys, and their colours and arm
-  lengths are drawn independently of the source's colour: chance (1 / ``num_colors``).
-* *No local or pooled feature singles out the source*: a flagged node's own features, and
-  its ball of radius r < its arm length (a bare path, no target), are the same for the source
-  and every decoy; only reaching the target tells an arm's length. A graph-level readout (a
-  max/sum pool of node states, like IterGNN's stopping confidence) can do better than local
-  message passing, but not below about k/2 steps: while 2r < k - 1 no r-hop ball holds both
-  the target and the source or twin end, so swapping the source's and the twin's colours
-  leaves the multiset of r-hop balls (every node state and any pool of them) unchanged; such a
-  model cannot tell the two colours apart and is right at most (1 + 1/C)/2 of the time
-  (62.5 % with 4 colours). The midpoint of the source arm sees both ends from r = ⌈k/2⌉ on.
-  The multiset of flagged colours alone (radius 0) holds the source's colour with those of
-  the decoys, in any order.
+* *Solvable with k message-passing steps*: after k steps the target has seen exactly one
+  flagged node, the source; its colour is the label.
+* *Not solvable with fewer by message passing*: after r < k steps the target's state is a
+  function of its r-hop ball, which holds no flagged node and is the same in every graph:
+  chance (1 / ``num_colors``).
+* *Not solvable with fewer than about k/2 steps by any graph-level readout* (a max/sum pool of
+  node states, like IterGNN's stopping confidence): while 2r < k no r-hop ball holds the target
+  and a flagged node, or two flagged nodes, and the ball around any node within r hops of a
+  flagged end is the same bare path whichever arm it is on. So the multiset of r-hop balls
+  (every node state and any pool of them) is the same for every graph: chance again. From
+  r = ceil(k/2) on, the source arm's midpoint sees both the target and the source.
 """
 from __future__ import annotations
 
@@ -101,47 +99,39 @@ def _count(name, v, minimum):
     return int(v)
 
 
-def long_range_graphs(k: int, num_graphs: int, *, num_colors: int = 4,
-                      decoy_prob: float = 0.5, seed: int = 0) -> GraphBatch:
-    """``num_graphs`` graphs of the task with range ``k`` >= 2 (source k hops from the target),
-    drawn from their own generator seeded with ``seed`` (the global RNG is untouched).
-    See the module docstring."""
-    k = _count("k", k, 2)
+def long_range_graphs(k: int, num_graphs: int, *, num_colors: int = 3,
+                      seed: int = 0) -> GraphBatch:
+    """``num_graphs`` graphs of the task with range ``k`` (source k hops from the target,
+    ``num_colors - 1`` decoys k + 1 hops away), their colours drawn from their own generator
+    seeded with ``seed`` (the global RNG is untouched). See the module docstring."""
+    k = _count("k", k, 1)
     num_graphs = _count("num_graphs", num_graphs, 1)
-    num_colors = _count("num_colors", num_colors, 2)
-    if isinstance(decoy_prob, bool) or not isinstance(decoy_prob, numbers.Real) or \
-            not 0 <= decoy_prob <= 1:
-        raise ValueError(f"long_range_graphs: decoy_prob must lie in [0, 1], got {decoy_prob!r}")
+    C = _count("num_colors", num_colors, 2)
     gen = torch.Generator().manual_seed(int(seed))
     G = num_graphs
-    # arm lengths [G, 3]: source k, twin k - 1, the optional decoy 1 .. k-1 (0: absent)
-    extra = torch.randint(1, k, (G,), generator=gen)
-    extra = torch.where(torch.rand(G, generator=gen) < decoy_prob, extra, 0)
-    lengths = torch.stack([torch.full((G,), k), torch.full((G,), k - 1), extra], 1)
-    colour = torch.randint(num_colors, (G, 3), generator=gen)    # of each arm's end
+    colour = torch.rand(G, C, generator=gen).argsort(1)     # arm a's end colour; arm 0: source
 
-    # node ids: graph g's target first, then its arms' nodes, nearest the target first
-    sizes = 1 + lengths.sum(1)
-    start = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
-    arm_start = start.unsqueeze(1) + 1 + lengths.cumsum(1) - lengths            # [G, 3]
-    g_arm, a_arm = lengths.nonzero(as_tuple=True)                                 # arms present
-    arm_len = lengths[g_arm, a_arm]
-    arm_of = torch.repeat_interleave(torch.arange(arm_len.numel()), arm_len)      # per arm node
-    first = torch.cat([torch.zeros(1, dtype=torch.long), arm_len.cumsum(0)[:-1]])
-    pos = torch.arange(int(arm_len.sum())) - first[arm_of]                        # 0 = next to target
-    node = arm_start[g_arm, a_arm][arm_of] + pos
-    prev = torch.where(pos == 0, start[g_arm][arm_of], node - 1)
-    edge_index = torch.stack([torch.cat([prev, node]), torch.cat([node, prev])])
+    # one graph's node ids: the target 0, then arm a's nodes, nearest the target first
+    lengths = torch.tensor([k] + [k + 1] * (C - 1))
+    arm_start = 1 + lengths.cumsum(0) - lengths
+    size = 1 + int(lengths.sum())
+    pos = torch.cat([torch.arange(int(n)) for n in lengths])  # 0 = next to the target
+    node = torch.arange(1, size)
+    prev = torch.where(pos == 0, 0, node - 1)
+    ends = arm_start + lengths - 1
 
-    n = int(sizes.sum())
-    ends = arm_start[g_arm, a_arm] + arm_len - 1
-    x = torch.zeros(n, 2 + num_colors)
-    x[start, 0] = 1.0                                               # is_target
-    x[ends, 1] = 1.0                                                # is_flagged
-    x[ends, 2 + colour[g_arm, a_arm]] = 1.0
-    y = torch.full((n,), -1, dtype=torch.long)
-    y[start] = colour[:, 0]
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[start] = True
-    batch = torch.repeat_interleave(torch.arange(G), sizes)
-    return GraphBatch(x=x, edge_index=edge_index, y=y, batch=batch, num_graphs=G, mask=mask)
+    offset = (size * torch.arange(G)).unsqueeze(1)           # [G, 1]
+    src, dst = (prev + offset).flatten(), (node + offset).flatten()
+    edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
+    x = torch.zeros(G, size, 2 + C)
+    x[:, 0, 0] = 1.0                                          # is_target
+    x[:, ends, 1] = 1.0                                       # is_flagged
+    x[torch.arange(G).unsqueeze(1), ends, 2 + colour] = 1.0
+    targets = offset.squeeze(1)
+    y = torch.full((G * size,), -1, dtype=torch.long)
+    y[targets] = colour[:, 0]
+    mask = torch.zeros(G * size, dtype=torch.bool)
+    mask[targets] = True
+    batch = torch.arange(G).repeat_interleave(size)
+    return GraphBatch(x=x.reshape(G * size, 2 + C), edge_index=edge_index, y=y, batch=batch,
+                      num_graphs=G, mask=mask)
