@@ -18,7 +18,7 @@ decoys that sit *closer* than the source, with colours drawn independently of th
 still leaks: the source's colour is always among the flagged colours, so their multiset
 predicts it above chance (no rule can avoid it: the target must not learn the source's colour
 from the decoys within its (k-1)-hop ball, and the multiset must not depend on it); IterGNN
-reached ~60 % on 4 colours at k = 16 with 3-4 iterations that way. Here the multiset is the
+reached 47-61 % on 4 colours at k = 16 with 3-6 iterations that way. Here the multiset is the
 same in every graph, and:
 
 * *Solvable with k message-passing steps*: after k steps the target has seen exactly one
