@@ -2,7 +2,8 @@
 here, so the default task is generated (``fastpicard.datasets.long_range_graphs``): a target
 node must report the colour of the nearest of the flagged, coloured ends of the paths that
 meet at it (the source, k hops away; the decoys, k + 1 hops away, look the same; one arm per
-colour), for k in {2, 4, 8, 16}. Compared per backbone (GCN, GAT, SAGE), each within 500k parameters:
+colour), for k in {2, 4, 8, 16}. Compared per backbone (GCN, GAT, SAGE), each within 500k
+parameters:
 
 * stacked: the backbone's block (PIGN's smoothed step) stacked 2k times with distinct weights
   (no iteration);
