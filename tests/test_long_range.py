@@ -25,25 +25,83 @@ def hops_from(batch: GraphBatch, start: int) -> dict:
     return dist
 
 
+def flagged_by_distance(batch: GraphBatch, target: int) -> dict:
+    """{distance from the target: [flagged nodes]} within the target's graph."""
+    dist = hops_from(batch, target)
+    out: dict = {}
+    for v, d in dist.items():
+        if float(batch.x[v, 1]) == 1.0:
+            out.setdefault(d, []).append(v)
+    return out
+
+
 @pytest.mark.parametrize("k", [1, 2, 5])
-def test_label_is_the_colour_k_hops_away(k):
-    b = long_range_graphs(k, 6, num_colors=3, decoy_prob=0.7, seed=4)
-    assert b.x.shape == (b.num_nodes, 5) and b.num_graphs == 6
-    assert b.batch.shape == (b.num_nodes,) and int(b.batch.max()) == 5
+def test_label_is_the_colour_of_the_unique_nearest_flagged_node_k_hops_away(k):
+    b = long_range_graphs(k, 12, num_colors=4, seed=4)
+    assert b.x.shape == (b.num_nodes, 6) and b.num_graphs == 12
+    assert b.batch.shape == (b.num_nodes,) and int(b.batch.max()) == 11
     targets = b.mask.nonzero().flatten().tolist()
-    assert len(targets) == 6 and bool((b.y[~b.mask] == -1).all())
-    sources = (b.x[:, 1] == 1).nonzero().flatten().tolist()
+    assert len(targets) == 12 and bool((b.y[~b.mask] == -1).all())
+    assert torch.equal(b.x[:, 0] == 1, b.mask)
+    # flagged nodes carry exactly one colour, every other node none; flagged nodes are leaves
+    flagged = b.x[:, 1] == 1
+    assert bool((b.x[flagged, 2:].sum(1) == 1).all()) and bool((b.x[~flagged, 2:] == 0).all())
+    degree = torch.bincount(b.edge_index[0], minlength=b.num_nodes)
+    assert bool((degree[flagged] == 1).all())
     for t in targets:
         dist = hops_from(b, t)
         assert all(int(b.batch[v]) == int(b.batch[t]) for v in dist)  # graphs are separate
-        (source,) = [s for s in sources if s in dist]
-        assert dist[source] == k
+        assert len(dist) == int((b.batch == b.batch[t]).sum())       # and connected
+        by_d = flagged_by_distance(b, t)
+        assert sorted(by_d) == [k, k + 1] and len(by_d[k + 1]) == 3  # the decoys: farther
+        (source,) = by_d[k]                                          # unique, at distance k
         assert int(b.x[source, 2:].argmax()) == int(b.y[t])
-        # every other coloured node (a decoy) is closer than the source, and not flagged
-        decoys = [v for v in dist if v != source and float(b.x[v, 2:].sum()) == 1.0]
-        assert all(dist[v] <= k and float(b.x[v, 1]) == 0.0 for v in decoys)
-    assert torch.equal(b.edge_index, long_range_graphs(k, 6, num_colors=3, decoy_prob=0.7,
-                                                       seed=4).edge_index)
+        # every colour once among the flagged nodes: their multiset never tells the label
+        colours = b.x[by_d[k] + by_d[k + 1], 2:].argmax(1)
+        assert sorted(colours.tolist()) == [0, 1, 2, 3]
+    assert len(set(b.y[b.mask].tolist())) > 1
+    again = long_range_graphs(k, 12, num_colors=4, seed=4)
+    assert torch.equal(b.edge_index, again.edge_index) and torch.equal(b.x, again.x)
+
+
+def node_states(batch: GraphBatch, steps: int) -> torch.Tensor:
+    """A random message-passing network (float64) run ``steps`` times: each node's state is a
+    function of its ``steps``-hop ball."""
+    g = torch.Generator().manual_seed(0)
+    w_in = torch.randn(batch.x.shape[1], 16, generator=g, dtype=torch.float64)
+    w_nbr = torch.randn(16, 16, generator=g, dtype=torch.float64)
+    src, dst = batch.edge_index
+    h = torch.tanh(batch.x.double() @ w_in)
+    for _ in range(steps):
+        h = torch.tanh(h + torch.zeros_like(h).index_add(0, dst, h[src]) @ w_nbr)
+    return h
+
+
+def readouts(batch: GraphBatch, steps: int) -> torch.Tensor:
+    """Per graph: max and sum pools of the node states (a graph-level readout like IterGNN's
+    stopping confidence) beside the target's own state."""
+    h = node_states(batch, steps)
+    index = batch.batch.unsqueeze(1).expand_as(h)
+    mx = h.new_full((batch.num_graphs, h.shape[1]), -2.0).scatter_reduce(0, index, h, "amax")
+    sm = h.new_zeros(batch.num_graphs, h.shape[1]).index_add(0, batch.batch, h)
+    return torch.cat([mx, sm, h[batch.mask]], 1)
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_no_readout_tells_the_label_in_fewer_steps_than_the_module_says(k):
+    """Below k steps the target's state, and below k/2 steps any pool of node states, is the
+    same in every graph (so at chance); from ceil(k/2) on the pools differ, from k on the
+    target's state does (the bounds are tight, so this test can fail)."""
+    b = long_range_graphs(k, 24, num_colors=3, seed=1)
+    y = b.y[b.mask]
+    assert len(set(y.tolist())) == 3
+    for r in range(k + 1):
+        h = node_states(b, r)[b.mask]
+        spread = (h - h[:1]).abs().amax()
+        assert (spread < 1e-12) if r < k else (spread > 1e-6)
+        pooled = readouts(b, r)
+        spread = (pooled - pooled[:1]).abs().amax()
+        assert (spread < 1e-9) if 2 * r < k else (spread > 1e-6)
 
 
 def test_collate_offsets_and_to():
@@ -58,7 +116,7 @@ def test_collate_offsets_and_to():
 
 
 @pytest.mark.parametrize("kw", [dict(k=0), dict(num_graphs=0), dict(num_colors=1),
-                                dict(decoy_prob=1.5), dict(k=2.5)])
+                                dict(k=2.5)])
 def test_bad_arguments(kw):
     args = dict(k=2, num_graphs=3) | kw
     with pytest.raises(ValueError):

@@ -1,7 +1,9 @@
 """Table 1 stand-in: long-range node classification. LRGB PascalVOC-SP cannot be downloaded
 here, so the default task is generated (``fastpicard.datasets.long_range_graphs``): a target
-node must report the colour of a source k hops away along a path with decoy leaves, for
-k in {2, 4, 8, 16}. Compared per backbone (GCN, GAT, SAGE), each within 500k parameters:
+node must report the colour of the nearest of the flagged, coloured ends of the paths that
+meet at it (the source, k hops away; the decoys, k + 1 hops away, look the same; one arm per
+colour), for k in {2, 4, 8, 16}. Compared per backbone (GCN, GAT, SAGE), each within 500k
+parameters:
 
 * stacked: the backbone's block (PIGN's smoothed step) stacked 2k times with distinct weights
   (no iteration);
@@ -55,7 +57,8 @@ def add_arguments(p):
     p.add_argument("--backbones", default=",".join(BACKBONES))
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--colors", type=int, default=4, help="colours (classes) of the task")
+    p.add_argument("--colors", type=int, default=3,
+                   help="colours (classes) of the task = arms per graph (cost grows with it)")
     p.add_argument("--graphs", default="256,128,128", help="train,val,test graphs per k")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=50)
