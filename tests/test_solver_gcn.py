@@ -206,16 +206,24 @@ def test_ctrl_c_stops_the_cpp_loop():
     import sys
     import textwrap
     code = textwrap.dedent("""
-        import sys, torch
+        import signal, sys, torch
         from fastpicard import Graph, picard_gcn
+        # what the child inherited (a test runner may leave SIGINT ignored or blocked, which
+        # exec keeps), then Python's own Ctrl-C handling, as in an interactive session
+        print("inherited SIGINT:", signal.getsignal(signal.SIGINT),
+              signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         n = 2000
         ei = torch.randint(0, n, (2, 8 * n), generator=torch.Generator().manual_seed(0))
         g = Graph.from_edge_index(ei, n)
         W = torch.eye(16)
         print("started", flush=True)
         try:  # fresh dropout masks every step: it never converges, never diverges
-            picard_gcn(g, torch.randn(n, 16), W, act="tanh", dropout=0.5, tol=1e-30,
-                       max_iter=10**9, divergence_factor=float("inf"))
+            x, st = picard_gcn(g, torch.randn(n, 16), W, act="tanh", dropout=0.5, tol=1e-30,
+                               max_iter=10**9, divergence_factor=float("inf"))
+            print("returned", st.steps, st.converged.tolist(), st.diverged.tolist(),
+                  st.abs_residual.tolist(), flush=True)
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(3)
