@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import fastpicard
 from fastpicard.nn import IterGNN
-from test_pign import toy_graph
+from test_pign import toy_graph, train_losses
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 
@@ -25,14 +24,7 @@ def test_loss_decreases(conv):
     x, ei, y = toy_graph()
     torch.manual_seed(0)
     model = IterGNN(6, 16, 3, conv=conv, max_iter=6, dropout=0.1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model.train()(x, ei), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = train_losses(model, x, ei, y)
     assert losses[-1] < 0.7 * losses[0]
     assert 1 <= int(model.last_iterations.max()) <= 6
 

@@ -9,7 +9,7 @@ from torch.nn.utils import parametrize
 
 import fastpicard
 from fastpicard.nn import PIGN
-from test_pign import toy_graph
+from test_pign import toy_graph, train_losses
 
 pyg_nn = pytest.importorskip("torch_geometric.nn")
 
@@ -138,14 +138,7 @@ def test_training_reduces_loss_with_early_exit():
     torch.manual_seed(0)
     model = PIGN(6, 16, 3, lipschitz=0.9, tol=1e-4, max_iter=200, backward="implicit",
                  dropout=0.1)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    losses = []
-    for _ in range(25):
-        loss = F.cross_entropy(model.train()(x, ei), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = train_losses(model, x, ei, y)
     assert losses[-1] < 0.7 * losses[0]
     assert bool(model.last_stats.converged.all())
 
