@@ -97,30 +97,36 @@ def _forward_fn(model, data):
     return run
 
 
-def run_speed(args, device):
-    rows = []
+def _graphs_and_widths(args, device):
+    """(data on ``device``, hidden width) for every --datasets graph found and --hidden width."""
     for name in args.datasets.split(","):
         data = load_planetoid(name, args.data, normalize=True)
         if data is None:
             continue
         data = data.to(device)
         for hidden in (int(h) for h in args.hidden.split(",")):
-            torch.manual_seed(0)
-            ours, plain = _pair("gcn", data.num_features, hidden, data.num_classes,
-                                args.iterations, 0.5, 0.5, device)
-            cases = {}
-            for label, m in (("fastpicard", ours), ("pyg_loop", plain)):
-                opt = torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=5e-4)
-                cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
-                cases[f"{label}/forward"] = _forward_fn(m, data)
-            t = interleaved_medians(cases, device, reps=args.reps)
-            for what in ("epoch", "forward"):
-                ref = t[f"pyg_loop/{what}"]
-                for label in ("fastpicard", "pyg_loop"):
-                    sec = t[f"{label}/{what}"]
-                    rows.append({"bench": "models", "part": "speed", "dataset": data.name,
-                                 "hidden": hidden, "iters": args.iterations, "what": what,
-                                 "case": label, "ms": sec * 1e3, "x_pyg_loop": ref / sec})
+            yield data, hidden
+
+
+def run_speed(args, device):
+    rows = []
+    for data, hidden in _graphs_and_widths(args, device):
+        torch.manual_seed(0)
+        ours, plain = _pair("gcn", data.num_features, hidden, data.num_classes,
+                            args.iterations, 0.5, 0.5, device)
+        cases = {}
+        for label, m in (("fastpicard", ours), ("pyg_loop", plain)):
+            opt = torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=5e-4)
+            cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
+            cases[f"{label}/forward"] = _forward_fn(m, data)
+        t = interleaved_medians(cases, device, reps=args.reps)
+        for what in ("epoch", "forward"):
+            ref = t[f"pyg_loop/{what}"]
+            for label in ("fastpicard", "pyg_loop"):
+                sec = t[f"{label}/{what}"]
+                rows.append({"bench": "models", "part": "speed", "dataset": data.name,
+                             "hidden": hidden, "iters": args.iterations, "what": what,
+                             "case": label, "ms": sec * 1e3, "x_pyg_loop": ref / sec})
     print_table(rows, ["dataset", "hidden", "iters", "what", "case", "ms", "x_pyg_loop"])
     return rows
 
@@ -182,45 +188,40 @@ def run_tol(args, device):
     dropout), so the last iterate is the lowest-residual one that a tolerance solve returns
     ("returned": the step whose iterate came back in the last call)."""
     rows = []
-    for name in args.datasets.split(","):
-        data = load_planetoid(name, args.data, normalize=True)
-        if data is None:
-            continue
-        data = data.to(device)
-        for hidden in (int(h) for h in args.hidden.split(",")):
-            models = {}
-            for label, cls, tol in (("fixed", PIGN, None), ("tol_cpp_loop", PIGN, 1e-30),
-                                    ("tol_generic", GenericTolPIGN, 1e-30)):
-                torch.manual_seed(0)  # identical weights
-                m = cls(data.num_features, hidden, data.num_classes, conv="gcn",
-                        max_iter=args.iterations, tol=tol, dropout=0.0).to(device)
-                with torch.no_grad():  # spectral norm 0.5: a contraction
-                    w = m.conv.lin.weight
-                    w.mul_(0.5 / torch.linalg.matrix_norm(w, 2))
-                models[label] = m
-            cases = {}
+    for data, hidden in _graphs_and_widths(args, device):
+        models = {}
+        for label, cls, tol in (("fixed", PIGN, None), ("tol_cpp_loop", PIGN, 1e-30),
+                                ("tol_generic", GenericTolPIGN, 1e-30)):
+            torch.manual_seed(0)  # identical weights
+            m = cls(data.num_features, hidden, data.num_classes, conv="gcn",
+                    max_iter=args.iterations, tol=tol, dropout=0.0).to(device)
+            with torch.no_grad():  # spectral norm 0.5: a contraction
+                w = m.conv.lin.weight
+                w.mul_(0.5 / torch.linalg.matrix_norm(w, 2))
+            models[label] = m
+        cases = {}
+        for label, m in models.items():
+            # lr 0: an epoch's full work, but the weights (and the contraction) stay put
+            opt = torch.optim.Adam(m.parameters(), lr=0.0)
+            cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
+            cases[f"{label}/forward"] = _forward_fn(m, data)
+        clock = time.process_time if args.clock == "process" else time.perf_counter
+        with warnings.catch_warnings():  # tol 1e-30 is out of reach on purpose
+            warnings.filterwarnings("ignore", message="picard: tol=")
+            t = {k: statistics.median(v) for k, v in interleaved_samples(
+                cases, device, reps=args.reps, clock=clock).items()}
+        for what in ("epoch", "forward"):
+            ref = t[f"fixed/{what}"]
             for label, m in models.items():
-                # lr 0: an epoch's full work, but the weights (and the contraction) stay put
-                opt = torch.optim.Adam(m.parameters(), lr=0.0)
-                cases[f"{label}/epoch"] = _epoch_fn(m, data, opt)
-                cases[f"{label}/forward"] = _forward_fn(m, data)
-            clock = time.process_time if args.clock == "process" else time.perf_counter
-            with warnings.catch_warnings():  # tol 1e-30 is out of reach on purpose
-                warnings.filterwarnings("ignore", message="picard: tol=")
-                t = {k: statistics.median(v) for k, v in interleaved_samples(
-                    cases, device, reps=args.reps, clock=clock).items()}
-            for what in ("epoch", "forward"):
-                ref = t[f"fixed/{what}"]
-                for label, m in models.items():
-                    steps = m.last_stats.steps
-                    assert steps == args.iterations, (label, steps)
-                    trace = m.last_stats.trace[:, 0]
-                    returned = steps if m.tol is None else int(trace.argmin()) + 1
-                    sec = t[f"{label}/{what}"]
-                    rows.append({"bench": "models", "part": "tol", "dataset": data.name,
-                                 "hidden": hidden, "iters": steps, "returned": returned,
-                                 "what": what, "case": label, "clock": args.clock, "ms": sec * 1e3,
-                                 "ms_per_step": sec * 1e3 / steps, "x_fixed": ref / sec})
+                steps = m.last_stats.steps
+                assert steps == args.iterations, (label, steps)
+                trace = m.last_stats.trace[:, 0]
+                returned = steps if m.tol is None else int(trace.argmin()) + 1
+                sec = t[f"{label}/{what}"]
+                rows.append({"bench": "models", "part": "tol", "dataset": data.name,
+                             "hidden": hidden, "iters": steps, "returned": returned,
+                             "what": what, "case": label, "clock": args.clock, "ms": sec * 1e3,
+                             "ms_per_step": sec * 1e3 / steps, "x_fixed": ref / sec})
     print_table(rows, ["dataset", "hidden", "iters", "returned", "what", "case", "ms",
                        "ms_per_step", "x_fixed"])
     return rows
