@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..graph import Graph
+from .gat import OPTIONS as GAT_OPTIONS, GATLayer
 from ._solve import (check_count, check_fraction, check_solver_opts, check_tol, iterate,
                      iterate_gcn)
 
@@ -52,7 +53,9 @@ def _make_conv(conv: str, hidden: int, dropout: float, kwargs: dict) -> nn.Modul
         return GCNConv(hidden, hidden, **kwargs)
     if name == "gat":  # the authors' iterativeGAT: 8 heads averaged, attention dropout
         kw = {"heads": 8, "concat": False, "dropout": dropout, **kwargs}
-        return _pyg(conv).GATConv(hidden, hidden, **kw)
+        if set(kw) <= set(GAT_OPTIONS):  # PyG's GATConv, aggregated on fastpicard's spmm
+            return GATLayer(hidden, hidden, **kw)
+        return _pyg(conv).GATConv(hidden, hidden, **kw)  # edge_dim, residual, ...
     if name == "sage":
         return _pyg(conv).SAGEConv(hidden, hidden, **kwargs)
     raise ValueError(f"PIGN: conv must be one of {CONVS} or a message-passing module, "

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastpicard
+from fastpicard.nn.gat import GATLayer
 from fastpicard.ops import spmm, spmm_update
 
 from .report import mean_std, progress
@@ -176,20 +177,21 @@ class GCN2(nn.Module):
 
 class GAT2(nn.Module):
     """The 2-layer GAT of Veličković et al.: dropout, GAT (``heads`` x ``hidden``, concat), ELU,
-    dropout, GAT (1 head) — PyG ``GATConv`` with attention dropout; the first layer's
-    projection runs through :class:`InputLinear` (its ``lin``)."""
+    dropout, GAT (1 head) — :class:`fastpicard.nn.gat.GATLayer` (PyG ``GATConv``'s maths,
+    parameters and draws, aggregated on fastpicard's spmm) with attention dropout; the first
+    layer's projection runs through :class:`InputLinear` (its ``lin``)."""
 
     uses_graph = False
 
     def __init__(self, fin: int, hidden: int, fout: int, heads: int = 8, dropout: float = 0.6):
         super().__init__()
-        from torch_geometric.nn import GATConv
-
         kw = dict(dropout=dropout, add_self_loops=False)  # forward gets them ready-made
-        self.conv1 = GATConv(heads * hidden, hidden, heads=heads, **kw)
+        # built as GATConv(heads*hidden, ...) was, then its lin swapped: the same random draws
+        self.conv1 = GATLayer(heads * hidden, hidden, heads=heads, **kw)
         self.conv1.lin = InputLinear(fin, heads * hidden, bias=False)
+        self.conv1.in_channels = fin
         glorot_(self.conv1.lin.weight)
-        self.conv2 = GATConv(heads * hidden, fout, heads=1, concat=False, **kw)
+        self.conv2 = GATLayer(heads * hidden, fout, heads=1, concat=False, **kw)
         self.dropout = dropout
 
     def forward(self, x, edge_index):
