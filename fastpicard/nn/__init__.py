@@ -3,10 +3,11 @@
 from .anie import ANIE
 from .attention import Attention, Block
 from .field_vit import FieldViT
+from .gat import GATLayer
 from .gcn import GCNLayer
 from .iterative_vit import IterativeViT
 from .itergnn import IterGNN
 from .pign import PIGN
 
 __all__ = ["PIGN", "IterativeViT", "FieldViT", "ANIE", "GCNLayer", "Attention", "Block"]
-__all__ += ["IterGNN"]
+__all__ += ["IterGNN", "GATLayer"]

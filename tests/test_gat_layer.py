@@ -1,0 +1,158 @@
+"""fastpicard.nn.GATLayer: PyG GATConv's maths on fastpicard's spmm, against a dense float64
+reference written here and against PyG's GATConv itself (same state_dict, same RNG)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastpicard.nn import PIGN, GATLayer
+
+
+def _graph(n=13, e=40, seed=0, loops=True, dup=True, isolated=True):
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n - 2 if isolated else n, (2, e), generator=g)  # last two: no edges
+    extra = [ei]
+    if loops:
+        extra.append(torch.tensor([[0, 3], [0, 3]]))
+    if dup:
+        extra.append(ei[:, :3])
+    return torch.cat(extra, 1)
+
+
+def dense_reference(layer, x, edge_index):
+    """GAT from its definition, edge by edge in float64."""
+    h = (x.double() @ layer.lin.weight.double().T).view(x.shape[0], layer.heads, -1)
+    src, dst = edge_index[0].tolist(), edge_index[1].tolist()
+    if layer.add_self_loops:
+        pairs = [(s, d) for s, d in zip(src, dst) if s != d] + [(i, i) for i in range(len(x))]
+        src, dst = [p[0] for p in pairs], [p[1] for p in pairs]
+    a_s = (h * layer.att_src.double()).sum(-1)
+    a_d = (h * layer.att_dst.double()).sum(-1)
+    out = torch.zeros_like(h)
+    for i in range(len(x)):
+        edges = [k for k, d in enumerate(dst) if d == i]
+        if not edges:
+            continue
+        score = torch.stack([F.leaky_relu(a_s[src[k]] + a_d[i], layer.negative_slope)
+                             for k in edges])  # [deg, H]
+        alpha = torch.softmax(score, 0)
+        out[i] = sum(alpha[m, :, None] * h[src[k]] for m, k in enumerate(edges))
+    out = out.reshape(len(x), -1) if layer.concat else out.mean(1)
+    return out if layer.bias is None else out + layer.bias.double()
+
+
+CASES = [dict(heads=1), dict(heads=3), dict(heads=3, concat=False),
+         dict(heads=2, add_self_loops=False), dict(heads=2, bias=False, negative_slope=0.05)]
+
+
+@pytest.mark.parametrize("kw", CASES)
+def test_matches_dense_reference(kw):
+    torch.manual_seed(1)
+    layer = GATLayer(6, 5, **kw).double()
+    x, ei = torch.randn(13, 6, dtype=torch.float64), _graph()
+    torch.testing.assert_close(layer(x, ei), dense_reference(layer, x, ei), rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_float32_and_non_contiguous_input():
+    torch.manual_seed(2)
+    layer = GATLayer(6, 4, heads=3)
+    x = torch.randn(13, 12)[:, ::2]
+    assert not x.is_contiguous()
+    ei = _graph()
+    torch.testing.assert_close(layer(x, ei).double(), dense_reference(layer, x, ei), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_gradcheck():
+    torch.manual_seed(3)
+    layer = GATLayer(4, 3, heads=2, concat=False).double()
+    x = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    ei = _graph(n=9, e=25)
+    params = (layer.lin.weight, layer.att_src, layer.att_dst)
+
+    def f(x, w, a, b):
+        with torch.nn.utils.stateless._reparametrize_module(
+                layer, {"lin.weight": w, "att_src": a, "att_dst": b}):
+            return layer(x, ei)
+    assert torch.autograd.gradcheck(f, (x, *[p.detach().requires_grad_() for p in params]))
+
+
+def test_no_edges_and_nodes_without_edges():
+    layer = GATLayer(3, 2, heads=2, add_self_loops=False)
+    with torch.no_grad():
+        layer.bias.fill_(0.25)
+    out = layer(torch.randn(5, 3), torch.empty(2, 0, dtype=torch.long))
+    assert torch.equal(out, torch.full((5, 4), 0.25))  # no neighbour: the sum is 0, + bias
+    ei = torch.tensor([[0, 1], [1, 0]])  # nodes 2..4 receive nothing
+    out = layer(torch.randn(5, 3), ei)
+    assert torch.equal(out[2:], torch.full((3, 4), 0.25))
+
+
+def test_graph_cache_follows_edge_index_values():
+    torch.manual_seed(4)
+    layer = GATLayer(4, 3, heads=2)
+    x, ei = torch.randn(13, 4), _graph()
+    first = layer(x, ei)
+    ei[0, :5] = (ei[0, :5] + 1) % 13  # in place: same tensor, new edges
+    torch.testing.assert_close(layer(x, ei).double(), dense_reference(layer, x, ei), rtol=1e-5,
+                               atol=1e-5)
+    assert not torch.allclose(layer(x, ei), first)
+
+
+def test_bad_inputs_name_the_argument():
+    layer = GATLayer(4, 3)
+    x = torch.randn(6, 4)
+    with pytest.raises(ValueError, match="edge_index has node ids outside"):
+        layer(x, torch.tensor([[0, 6], [1, 2]]))
+    with pytest.raises(ValueError, match="edge_index has node ids outside"):
+        layer(x, torch.tensor([[0, -1], [1, 2]]))
+    with pytest.raises(ValueError, match=r"edge_index must be a \[2, E\]"):
+        layer(x, torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match=r"edge_index must be a \[2, E\]"):
+        layer(x, torch.tensor([[0.0, 1.0], [1.0, 2.0]]))
+    with pytest.raises(TypeError, match="edge_index must be"):
+        layer(x, [[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match=r"x must be \[num_nodes, 4\]"):
+        layer(torch.randn(6, 5), torch.tensor([[0], [1]]))
+    for kw in (dict(heads=0), dict(out_channels=0), dict(dropout=1.0)):
+        args = {"in_channels": 4, "out_channels": 3, **kw}
+        with pytest.raises(ValueError, match="GATLayer: " + next(iter(kw))):
+            GATLayer(**args)
+
+
+@pytest.mark.parametrize("kw", CASES + [dict(heads=8, concat=False, dropout=0.6)])
+def test_same_state_dict_draws_and_results_as_pyg(kw):
+    pyg = pytest.importorskip("torch_geometric.nn")
+    torch.manual_seed(5)
+    ref = pyg.GATConv(6, 5, **kw)
+    torch.manual_seed(5)
+    ours = GATLayer(6, 5, **kw)
+    ref_sd, our_sd = ref.state_dict(), ours.state_dict()
+    assert list(ref_sd) == list(our_sd)
+    for k in ref_sd:  # the same random draws, in the same order
+        assert torch.equal(ref_sd[k], our_sd[k]), k
+    ref.double(), ours.double()
+    x = torch.randn(13, 6, dtype=torch.float64, requires_grad=True)
+    ei = _graph()
+    for training in (False, True):  # training: the same attention-dropout mask
+        ref.train(training), ours.train(training)
+        torch.manual_seed(6)
+        a = ref(x, ei)
+        torch.manual_seed(6)
+        b = ours(x, ei)
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+        wrt = [x, *ours.parameters()]
+        ga = torch.autograd.grad((a * a.detach().cos()).sum(), [x, *ref.parameters()])
+        gb = torch.autograd.grad((b * b.detach().cos()).sum(), wrt)
+        for u, v in zip(ga, gb):
+            torch.testing.assert_close(v, u, rtol=1e-9, atol=1e-11)
+
+
+def test_pign_gat_runs_on_gat_layer_and_falls_back_for_other_options():
+    model = PIGN(5, 8, 3, conv="gat")
+    assert isinstance(model.conv, GATLayer) and model.conv.heads == 8 and not model.conv.concat
+    out = model(torch.randn(13, 5), _graph())
+    assert out.shape == (13, 3) and torch.isfinite(out).all()
+    pyg = pytest.importorskip("torch_geometric.nn")
+    other = PIGN(5, 8, 3, conv="gat", conv_kwargs=dict(residual=True))
+    assert type(other.conv) is pyg.GATConv
