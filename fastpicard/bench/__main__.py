@@ -12,6 +12,7 @@ BENCHMARKS = {
     "graph": "graph",
     "spmm": "spmm",
     "scale": "scale",
+    "gat": "gat",
 }
 
 
