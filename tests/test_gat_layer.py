@@ -194,3 +194,22 @@ def test_triton_path_matches_cpp():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     for a, b in zip(gg, gw):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_index_layouts_low_precision_and_no_nodes():
+    torch.manual_seed(9)
+    ei = torch.randint(0, 50, (60, 2)).t()  # a non-contiguous view
+    layer = GATLayer(8, 4, heads=2)
+    x = torch.randn(50, 8)
+    want = dense_reference(layer, x, ei.contiguous())
+    for idx in (ei, ei.int(), ei.contiguous()):
+        fresh = GATLayer(8, 4, heads=2)
+        fresh.load_state_dict(layer.state_dict())
+        torch.testing.assert_close(fresh(x, idx).double(), want, rtol=1e-5, atol=1e-5)
+    for dtype, tol in ((torch.float16, 1e-2), (torch.bfloat16, 5e-2)):
+        low = GATLayer(8, 4, heads=2).to(dtype)
+        low.load_state_dict(layer.state_dict())
+        out = low(x.to(dtype), ei)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.double(), want, rtol=tol, atol=tol)
+    assert layer(torch.randn(0, 8), torch.empty(2, 0, dtype=torch.long)).shape == (0, 8)
