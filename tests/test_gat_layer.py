@@ -213,3 +213,66 @@ def test_index_layouts_low_precision_and_no_nodes():
         assert out.dtype == dtype
         torch.testing.assert_close(out.double(), want, rtol=tol, atol=tol)
     assert layer(torch.randn(0, 8), torch.empty(2, 0, dtype=torch.long)).shape == (0, 8)
+
+
+def _twin(layer):
+    fresh = GATLayer(layer.in_channels, layer.out_channels, heads=layer.heads,
+                     concat=layer.concat, add_self_loops=layer.add_self_loops)
+    fresh.load_state_dict(layer.state_dict())
+    return fresh
+
+
+def test_graph_first_seen_in_inference_mode_serves_training():
+    layer = GATLayer(4, 3, heads=2)
+    x, ei = torch.randn(13, 4), _graph()
+    with torch.inference_mode():
+        layer.eval()
+        layer(x, ei)
+        layer(x, ei.clone())  # an inference tensor as edge_index too
+    layer.train()
+    layer(x, ei).sum().backward()
+    assert layer.att_src.grad is not None
+    model = PIGN(4, 6, 3, conv="gat")  # the same through PIGN (its GCN path: next test)
+    with torch.inference_mode():
+        model.eval()(x, ei)
+    model.train()(x, ei).sum().backward()
+
+
+def test_pign_gcn_graph_first_seen_in_inference_mode_serves_training():
+    model = PIGN(4, 6, 3, conv="gcn")
+    x, ei = torch.randn(13, 4), _graph()
+    with torch.inference_mode():
+        model.eval()(x, ei)
+    model.train()(x, ei).sum().backward()
+    assert model.conv.lin.weight.grad is not None
+
+
+def test_cache_does_not_alias_the_callers_buffer_and_follows_add_self_loops():
+    torch.manual_seed(10)
+    layer = GATLayer(4, 3, heads=2, add_self_loops=False)
+    x = torch.randn(13, 4)
+    buf = _graph()
+    saved = buf.clone()
+    layer(x, buf)
+    buf.copy_(torch.randint(0, 13, buf.shape))  # the caller reuses its buffer
+    torch.testing.assert_close(layer(x, saved), _twin(layer)(x, saved))
+    layer.add_self_loops = True  # read on every call, as GATConv does
+    torch.testing.assert_close(layer(x, saved), _twin(layer)(x, saved))
+
+
+def test_softmax_keeps_the_dtype_of_its_exponentials():
+    """Under CUDA autocast exp runs in float32 on float16 scores; the sums must follow it."""
+    from fastpicard.nn.gat import segment_softmax
+
+    s = torch.randn(7, 2).half()
+    idx = torch.tensor([0, 0, 1, 2, 2, 2, 1])
+    real_exp = torch.Tensor.exp
+    try:
+        torch.Tensor.exp = lambda t: real_exp(t.float())  # what autocast does
+        out = segment_softmax(s, idx, 3)
+    finally:
+        torch.Tensor.exp = real_exp
+    assert out.dtype == torch.float32
+    want = torch.cat([torch.softmax(s.float()[idx == i], 0) for i in range(3)])
+    order = torch.cat([torch.nonzero(idx == i).flatten() for i in range(3)])
+    torch.testing.assert_close(out[order], want, rtol=1e-3, atol=1e-3)

@@ -41,15 +41,17 @@ def _check_edge_index(edge_index, num_nodes: int) -> None:
             edge_index.shape[0] != 2:
         raise ValueError(f"GATLayer: edge_index must be a [2, E] int32/int64 Tensor, got "
                          f"{edge_index.dtype} of shape {tuple(edge_index.shape)}")
-    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes):
-        raise ValueError(f"GATLayer: edge_index has node ids outside [0, {num_nodes}) "
-                         f"(x has {num_nodes} rows): min {int(edge_index.min())}, "
-                         f"max {int(edge_index.max())}")
+    if edge_index.numel():
+        lo, hi = (int(v) for v in torch.aminmax(edge_index))  # one host read
+        if lo < 0 or hi >= num_nodes:
+            raise ValueError(f"GATLayer: edge_index has node ids outside [0, {num_nodes}) "
+                             f"(x has {num_nodes} rows): min {lo}, max {hi}")
 
 
 def _csr_positions(target: torch.Tensor, n: int, heads: int):
-    """For edges sorted stably by ``target``: (order, counts, rowptr [n*heads+1], pos [E, heads])
-    where pos[e, h] is edge e's entry in the head-expanded CSR (row target*heads + h)."""
+    """(rowptr [n*heads+1], pos [E, heads]) of the head-expanded CSR of edges grouped by
+    ``target`` (in their order within a row): pos[e, h] is edge e's entry, in row
+    target[e]*heads + h."""
     e = target.numel()
     order = torch.argsort(target, stable=True)
     counts = torch.bincount(target, minlength=n)
@@ -66,9 +68,9 @@ def _csr_positions(target: torch.Tensor, n: int, heads: int):
 
 
 def head_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, heads: int):
-    """(Graph over num_nodes*heads nodes without weights, gather index [E*heads]): the
-    head-expanded CSR of the edges src -> dst, and for each of its entries the index of its
-    weight in an [E, heads] tensor (edge order) flattened."""
+    """(Graph over num_nodes*heads nodes without weights, gather [E*heads], t_gather
+    [E*heads]): the head-expanded CSR of the edges src -> dst, and for each of its entries (and
+    of its transpose's) the index of its weight in an [E, heads] tensor (edge order) flattened."""
     e, n = src.numel(), num_nodes
     dev = src.device
     hs = torch.arange(heads, device=dev)
@@ -87,7 +89,7 @@ def head_graph(src: torch.Tensor, dst: torch.Tensor, num_nodes: int, heads: int)
     idx = torch.int32 if max(n * heads, e * heads) < 2**31 - 1 else torch.long
     graph = Graph._trusted(n * heads, rowptr.to(idx), col.to(idx), None, t_rowptr.to(idx),
                            t_col.to(idx), t_perm.to(idx), None, 1, "sum")
-    return graph, gather
+    return graph, gather.to(idx), gather[t_perm].to(idx)
 
 
 def segment_softmax(s: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
@@ -97,7 +99,7 @@ def segment_softmax(s: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tenso
     top = torch.full((n, s.shape[1]), -math.inf, dtype=s.dtype, device=s.device)
     top = top.scatter_reduce(0, idx, s.detach(), "amax")
     e = (s - top[index]).exp()
-    den = torch.zeros_like(top).index_add_(0, index, e) + 1e-16
+    den = e.new_zeros(top.shape).index_add_(0, index, e) + 1e-16  # e's dtype (autocast: fp32)
     return e / den[index]
 
 
@@ -130,7 +132,7 @@ class GATLayer(nn.Module):
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
         width = heads * out_channels if concat else out_channels
         self.bias = nn.Parameter(torch.empty(width)) if bias else None
-        self._cache = None  # (copy of edge_index, num_nodes, src, dst, head graph, gather)
+        self._cache = None  # (copy of edge_index, num_nodes, self loops?, src, dst, graph, ...)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -141,37 +143,45 @@ class GATLayer(nn.Module):
             nn.init.zeros_(self.bias)
 
     def _graph(self, edge_index, n: int):
+        """(src, dst, head graph, gather, t_gather) for edge_index, rebuilt when its values, n
+        or add_self_loops change. Built outside inference mode, so that a graph first seen
+        under torch.inference_mode() still serves training later; from a private copy of
+        edge_index, so that the caller reusing its buffer cannot change a cached graph."""
         c = self._cache
-        if c is not None and c[1] == n and c[0].shape == edge_index.shape and \
-                c[0].dtype == edge_index.dtype and c[0].device == edge_index.device and \
-                torch.equal(c[0], edge_index):
-            return c[2:]
+        if c is not None and c[1] == n and c[2] == self.add_self_loops and \
+                c[0].shape == edge_index.shape and c[0].dtype == edge_index.dtype and \
+                c[0].device == edge_index.device and torch.equal(c[0], edge_index):
+            return c[3:]
         _check_edge_index(edge_index, n)
-        src, dst = edge_index[0].long(), edge_index[1].long()
-        if self.add_self_loops:  # GATConv: remove them, append one per node
-            keep = src != dst
-            loop = torch.arange(n, device=src.device)
-            src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
-        graph, gather = head_graph(src, dst, n, self.heads)
-        self._cache = (edge_index.detach().clone(), n, src, dst, graph, gather)
-        return self._cache[2:]
+        with torch.inference_mode(False), torch.no_grad():
+            key = edge_index.clone()
+            src, dst = key[0].long(), key[1].long()
+            if self.add_self_loops:  # GATConv: remove them, append one per node
+                keep = src != dst
+                loop = torch.arange(n, device=src.device)
+                src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
+            graph, gather, t_gather = head_graph(src, dst, n, self.heads)
+        self._cache = (key, n, self.add_self_loops, src, dst, graph, gather, t_gather)
+        return self._cache[3:]
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"GATLayer: x must be [num_nodes, {self.in_channels}], got "
                              f"{tuple(getattr(x, 'shape', ()))}")
         n, heads, c = x.shape[0], self.heads, self.out_channels
-        src, dst, graph, gather = self._graph(edge_index, n)
-        h = self.lin(x).view(n, heads, c)
+        src, dst, graph, gather, t_gather = self._graph(edge_index, n)
+        h = self.lin(x).reshape(n, heads, c)
         # both scores of every head in one product: [N, H*C] @ block-diagonal [H*C, 2H]
         att = torch.cat([self.att_src, self.att_dst]).permute(1, 2, 0)  # [H, C, 2]
-        a = (h.view(n, heads * c) @ torch.block_diag(*att)).view(n, heads, 2)
+        a = (h.reshape(n, heads * c) @ torch.block_diag(*att)).view(n, heads, 2)
         a_src, a_dst = a[..., 0], a[..., 1]
         score = F.leaky_relu(a_src[src] + a_dst[dst], self.negative_slope)
         alpha = F.dropout(segment_softmax(score, dst, n), self.dropout, self.training)
-        weight = alpha.reshape(-1)[gather]  # spmm casts it to its accumulation dtype
+        flat = alpha.reshape(-1)
+        weight = flat[gather]  # spmm casts it to its accumulation dtype
         g = Graph._trusted(graph.num_nodes, graph.rowptr, graph.col, weight, graph.t_rowptr,
-                           graph.t_col, graph.t_perm, None, 1, "sum")
+                           graph.t_col, graph.t_perm, None, 1, "sum",
+                           t_weight=flat.detach()[t_gather])
         out = spmm(g, h.reshape(n * heads, c)).view(n, heads, c)
         out = out.reshape(n, heads * c) if self.concat else out.mean(1)
         return out if self.bias is None else out + self.bias

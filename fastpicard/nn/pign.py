@@ -219,8 +219,11 @@ class PIGN(nn.Module):
                     seen.shape == edge_index.shape and seen.dtype == edge_index.dtype and \
                     seen.device == edge_index.device and torch.equal(seen, edge_index):
                 return graph
-        graph = Graph.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
-        self._graph_cache = (edge_index.detach().clone(), graph)
+        # outside inference mode: a Graph first built under torch.inference_mode() would hold
+        # inference tensors, which a later training step cannot save for backward
+        with torch.inference_mode(False):
+            graph = Graph.from_edge_index(edge_index, num_nodes, norm="gcn", dtype=wdtype)
+            self._graph_cache = (edge_index.detach().clone(), graph)
         return graph
 
     def _act(self, x):
