@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nn.gat import GATLayer
+from ..nn.gat import GATLayer, with_self_loops
 from .data import add_data_argument
 from .graph import graph_input
 from .timing import append_csv, interleaved_medians, print_table
@@ -34,12 +34,6 @@ def add_arguments(p):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _with_self_loops(edge_index, n):
-    keep = edge_index[0] != edge_index[1]
-    loops = torch.arange(n).expand(2, n)
-    return torch.cat([edge_index[:, keep], loops], 1)
-
-
 def run(args):
     try:
         from torch_geometric.nn import GATConv
@@ -56,7 +50,7 @@ def run(args):
         if loaded is None:
             continue
         edge_index, n, label, reps = loaded
-        ei = _with_self_loops(edge_index.cpu(), n).to(device)
+        ei = with_self_loops(edge_index, n).to(device)
         for shape in args.shapes.split(","):
             heads, c, concat = SHAPES[shape]
             fin = heads * c if concat else c

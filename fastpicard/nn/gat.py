@@ -33,6 +33,15 @@ def _glorot(w: torch.Tensor) -> None:
         w.uniform_(-a, a)
 
 
+def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """edge_index without its self loops, plus one per node appended (what ``GATConv`` builds
+    on every call with ``add_self_loops=True``; build it once and pass ``add_self_loops=False``
+    to skip that work)."""
+    keep = edge_index[0] != edge_index[1]
+    loops = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
+    return torch.cat([edge_index[:, keep], loops.expand(2, num_nodes)], 1)
+
+
 def _check_edge_index(edge_index, num_nodes: int) -> None:
     if not isinstance(edge_index, torch.Tensor):
         raise TypeError(f"GATLayer: edge_index must be a [2, E] integer Tensor, got "
@@ -155,11 +164,8 @@ class GATLayer(nn.Module):
         _check_edge_index(edge_index, n)
         with torch.inference_mode(False), torch.no_grad():
             key = edge_index.clone()
-            src, dst = key[0].long(), key[1].long()
-            if self.add_self_loops:  # GATConv: remove them, append one per node
-                keep = src != dst
-                loop = torch.arange(n, device=src.device)
-                src, dst = torch.cat([src[keep], loop]), torch.cat([dst[keep], loop])
+            edges = with_self_loops(key, n) if self.add_self_loops else key
+            src, dst = edges[0].long(), edges[1].long()
             graph, gather, t_gather = head_graph(src, dst, n, self.heads)
         self._cache = (key, n, self.add_self_loops, src, dst, graph, gather, t_gather)
         return self._cache[3:]

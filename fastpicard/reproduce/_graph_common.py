@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastpicard
-from fastpicard.nn.gat import GATLayer
+from fastpicard.nn.gat import GATLayer, with_self_loops  # noqa: F401 (table1, table5)
 from fastpicard.ops import spmm, spmm_update
 
 from .report import mean_std, progress
@@ -198,13 +198,6 @@ class GAT2(nn.Module):
         """``edge_index`` with one self loop per node (:func:`with_self_loops`)."""
         h = F.elu(self.conv1(input_dropout(x, self.dropout, self.training), edge_index))
         return self.conv2(F.dropout(h, self.dropout, self.training), edge_index)
-
-
-def with_self_loops(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
-    """edge_index without its self loops, plus one per node (what GATConv builds per call)."""
-    keep = edge_index[0] != edge_index[1]
-    loops = torch.arange(num_nodes, device=edge_index.device).expand(2, num_nodes)
-    return torch.cat([edge_index[:, keep], loops], 1)
 
 
 def fast_input(model: nn.Module, dropout: float = 0.0) -> nn.Module:
