@@ -15,7 +15,7 @@ import torch
 
 from ..nn.gat import GATLayer, with_self_loops
 from .data import add_data_argument
-from .graph import graph_input
+from .graph import bench_graphs
 from .timing import append_csv, interleaved_medians, print_table
 
 SHAPES = {"8x32-mean": (8, 32, False), "8x8-concat": (8, 8, True)}
@@ -39,17 +39,9 @@ def run(args):
         from torch_geometric.nn import GATConv
     except ImportError as e:
         raise SystemExit("bench gat: needs torch_geometric (the peer)") from e
-    import warnings
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     rows = []
-    for name in args.graphs.split(","):
-        loaded = graph_input(name, args)
-        if loaded is None:
-            continue
-        edge_index, n, label, reps = loaded
+    for _, edge_index, n, label, reps, _ in bench_graphs(args, gcn=False):
         ei = with_self_loops(edge_index, n).to(device)
         for shape in args.shapes.split(","):
             heads, c, concat = SHAPES[shape]

@@ -112,10 +112,10 @@ def _peers(name, edge_index, n, graph, x, W, b, wanted):
     return cases
 
 
-def bench_graphs(args):
+def bench_graphs(args, gcn: bool = True):
     """Sets up a graph benchmark (threads, quiet CSR warning) and yields, per ``--graphs``
     entry whose data is there, ``(name, edge_index, n, label, reps, graph)`` with the GCN
-    Graph on ``--device``."""
+    Graph on ``--device`` (None with ``gcn=False``, for benchmarks that build their own)."""
     import warnings
     warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
     if args.threads:
@@ -125,7 +125,7 @@ def bench_graphs(args):
         if loaded is None:
             continue
         edge_index, n, label, reps = loaded
-        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(args.device)
+        graph = Graph.from_edge_index(edge_index, n, norm="gcn").to(args.device) if gcn else None
         yield name, edge_index, n, label, reps, graph
 
 
